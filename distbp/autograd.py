@@ -1,0 +1,432 @@
+"""Tensor and reverse-mode autograd.
+
+A `Tensor` wraps an ndarray (`.data`). Every op is a `Function` subclass whose `forward` works on
+arrays and whose `backward` maps the output's gradient `gy` to one gradient per input (None where
+an input needs none). `Function.apply` runs forward and, when grad mode is on and an input requires
+grad, records the node on the output tensor (`_ctx`) — a define-by-run graph.
+
+`Tensor.backward()` walks that graph once in reverse topological order, sums gradients of
+tensors used more than once, writes `.grad` of leaves, fires post-accumulate hooks the moment a
+leaf's gradient is final (the data-parallel layer starts its allreduce there), and frees the graph.
+Inspired by micrograd (karpathy) and early tinygrad; ctx-style backward as in Chainer/PyTorch.
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy
+
+from . import backend
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class _GradMode(contextlib.ContextDecorator):
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, self.enabled
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+        return False
+
+
+def no_grad():
+    """Context manager / decorator: ops inside record no graph (inference, optimizer updates)."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    return _GradMode(True)
+
+
+class Function:
+    """One differentiable op. Subclasses implement `forward(self, *arrays, **kw)` -> array and
+    `backward(self, gy)` -> tuple of input gradients. Save what backward needs on `self`.
+    `self.needs_input_grad[i]` says whether input i wants a gradient (skip computing it if not)."""
+
+    parents: tuple = ()
+    needs_input_grad: tuple = ()
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs) -> "Tensor":
+        ctx = cls()
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+        record = _grad_enabled and True in needs
+        ctx.needs_input_grad = needs
+        out = ctx.forward(*arrays, **kwargs)
+        if not record:
+            return Tensor._wrap(out)
+        ctx.parents = inputs
+        return Tensor._wrap(out, ctx)
+
+
+class _Freed(Function):
+    """Stands in for a node whose saved arrays were released by an earlier backward."""
+
+    def backward(self, gy):
+        raise RuntimeError("Trying to backward through the graph a second time; "
+                           "pass retain_graph=True to the first backward() if you need to")
+
+
+_FREED = _Freed()
+
+
+def unbroadcast(g, shape):
+    """Sum a broadcast gradient back down to `shape` (numpy broadcasting run in reverse)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def _as_array(value, like=None):
+    """Array for a non-tensor operand. Python numbers stay scalars so float32 stays float32."""
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, numbers.Number):
+        return value
+    xp = backend.get_array_module(like) if like is not None else numpy
+    arr = xp.asarray(value)
+    if like is not None and arr.dtype.kind in "fiub" and like.dtype.kind == "f":
+        arr = arr.astype(like.dtype, copy=False)
+    return arr
+
+
+# ----- operators and methods -----
+class _TensorOps:
+    """Tensor's operators and methods, each one call into distbp.ops (bound at the bottom of
+    this file, since the ops import this module)."""
+
+    __slots__ = ()
+
+    def __add__(self, o): return _ops.add(self, o)
+    def __radd__(self, o): return _ops.add(self, o)
+    def __sub__(self, o): return _ops.sub(self, o)
+    def __rsub__(self, o): return _ops.sub(_ops.elementwise._tensorish(o, self), self)
+    def __mul__(self, o): return _ops.mul(self, o)
+    def __rmul__(self, o): return _ops.mul(self, o)
+    def __truediv__(self, o): return _ops.div(self, o)
+    def __rtruediv__(self, o): return _ops.div(_ops.elementwise._tensorish(o, self), self)
+    def __pow__(self, o): return _ops.pow(self, o)
+    def __rpow__(self, o): return _ops.pow(_ops.elementwise._tensorish(o, self), self)
+    def __neg__(self): return _ops.neg(self)
+    def __matmul__(self, o): return _ops.matmul(self, o)
+    def __rmatmul__(self, o): return _ops.matmul(_ops.elementwise._tensorish(o, self), self)
+    def __getitem__(self, index): return _ops.getitem(self, index)
+    def __abs__(self): return _ops.abs(self)
+
+    # comparisons give plain boolean tensors (no gradient), as in PyTorch
+    def __lt__(self, o): return Tensor._wrap(self.data < _as_array(o, self.data))
+    def __le__(self, o): return Tensor._wrap(self.data <= _as_array(o, self.data))
+    def __gt__(self, o): return Tensor._wrap(self.data > _as_array(o, self.data))
+    def __ge__(self, o): return Tensor._wrap(self.data >= _as_array(o, self.data))
+    def __eq__(self, o): return Tensor._wrap(self.data == _as_array(o, self.data))
+    def __ne__(self, o): return Tensor._wrap(self.data != _as_array(o, self.data))
+
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def sqrt(self): return _ops.sqrt(self)
+    def abs(self): return _ops.abs(self)
+    def relu(self): return _ops.relu(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def tanh(self): return _ops.tanh(self)
+    def clip(self, min=None, max=None): return _ops.clip(self, min, max)  # noqa: A002
+    clamp = clip
+    def softmax(self, dim=-1): return _ops.softmax(self, dim)
+    def log_softmax(self, dim=-1): return _ops.log_softmax(self, dim)
+    def sum(self, dim=None, keepdim=False, *, axis=None): return _ops.sum(self, dim, keepdim, axis=axis)
+    def mean(self, dim=None, keepdim=False, *, axis=None): return _ops.mean(self, dim, keepdim, axis=axis)
+    def max(self, dim=None, keepdim=False, *, axis=None): return _ops.max(self, dim, keepdim, axis=axis)
+    def amax(self, dim=None, keepdim=False): return _ops.amax(self, dim, keepdim)
+    def var(self, dim=None, unbiased=True, keepdim=False, *, axis=None):
+        return _ops.var(self, dim, unbiased, keepdim, axis=axis)
+    def std(self, dim=None, unbiased=True, keepdim=False, *, axis=None):
+        return _ops.std(self, dim, unbiased, keepdim, axis=axis)
+    def reshape(self, *shape): return _ops.reshape(self, *shape)
+    view = reshape
+    def flatten(self, start_dim=0, end_dim=-1): return _ops.flatten(self, start_dim, end_dim)
+    def permute(self, *dims): return _ops.permute(self, *dims)
+    def transpose(self, dim0, dim1): return _ops.transpose(self, dim0, dim1)
+    def unsqueeze(self, dim): return _ops.unsqueeze(self, dim)
+    def squeeze(self, dim=None): return _ops.squeeze(self, dim)
+    T = property(lambda self: _ops.transpose(self))
+
+    def argmax(self, dim=None, keepdim=False):
+        idx = self.data.argmax(axis=dim)
+        if keepdim and dim is not None:
+            idx = backend.get_array_module(idx).expand_dims(idx, dim)
+        return Tensor._wrap(idx)
+
+
+class Tensor(_TensorOps):
+    """An ndarray plus what autograd needs. See shared/API.md for the public surface."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_post_hooks", "_retains_grad", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__ instead of numpy's loop
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not backend.is_array(data):
+            arr = numpy.asarray(data)
+            # Python floats become the default float dtype, as torch.tensor([1.0]) is float32.
+            if dtype is None and arr.dtype == numpy.float64 and not isinstance(data, numpy.generic):
+                arr = arr.astype(backend.get_default_dtype())
+            data = arr
+        if dtype is not None:
+            data = data.astype(dtype, copy=False)
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._post_hooks = None
+        self._retains_grad = False
+
+    @classmethod
+    def _wrap(cls, data, ctx=None):
+        # Fast path for op outputs: skips __init__'s conversions.
+        t = object.__new__(Tensor)
+        t.data = data
+        t.grad = None
+        t.requires_grad = ctx is not None
+        t._ctx = ctx
+        t._post_hooks = None
+        t._retains_grad = False
+        return t
+
+    # ----- properties -----
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self) -> numpy.ndarray:
+        """The data as a host numpy array (a copy only when it lives on the GPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.numpy().item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        return Tensor._wrap(self.data)
+
+    def to(self, device=None, dtype=None) -> "Tensor":
+        data = self.data if device is None else backend.to_device(self.data, device)
+        if dtype is not None:
+            data = data.astype(dtype, copy=False)
+        if data is self.data:
+            return self
+        from .ops.elementwise import Cast  # cast/move keeps the graph
+        return Cast.apply(self, data=data)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtype=numpy.float32)
+
+    def double(self):
+        return self.to(dtype=numpy.float64)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() first")
+        self.requires_grad = flag
+        return self
+
+    def zero_(self) -> "Tensor":
+        self.data[...] = 0
+        return self
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        body = numpy.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({body}{dev}{grad})"
+
+    __hash__ = object.__hash__  # identity hash (== is elementwise); C slot, cheap in dict lookups
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError("the truth value of a tensor with more than one element is ambiguous")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    # ----- hooks -----
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(tensor) right after this leaf's .grad is final in a backward pass
+        (PyTorch's name). Returns a handle with .remove()."""
+        if not self.is_leaf:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        return _HookHandle(self._post_hooks, hook)
+
+    def retain_grad(self) -> None:
+        """Keep .grad of this non-leaf tensor after backward (leaves always keep theirs)."""
+        self._retains_grad = True
+
+    # ----- backward -----
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        if not self.requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs; "
+                                   f"pass gradient= for a tensor of shape {self.shape}")
+            gradient = backend.get_array_module(self.data).ones(self.data.shape, self.data.dtype)
+        else:
+            gradient = _as_array(gradient, self.data)
+        _run_backward(self, gradient, retain_graph)
+
+
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _topo_order(root):
+    """Non-leaf tensors in post-order (inputs before outputs), plus edge counts into leaves."""
+    order, seen, leaf_edges = [], {id(root)}, {}
+    stack = [root]
+    flags = [False]  # parallel to stack: were this node's parents pushed yet?
+    while stack:
+        t = stack[-1]
+        if flags[-1]:
+            stack.pop()
+            flags.pop()
+            order.append(t)
+            continue
+        flags[-1] = True
+        for p in t._ctx.parents:
+            if isinstance(p, Tensor) and p.requires_grad:
+                key = id(p)
+                if p._ctx is None:
+                    leaf_edges[key] = leaf_edges.get(key, 0) + 1
+                elif key not in seen:
+                    seen.add(key)
+                    stack.append(p)
+                    flags.append(False)
+    return order, leaf_edges
+
+
+def _run_backward(root, gradient, retain_graph):
+    given = set()  # ids of arrays already handed out as some leaf's .grad (to avoid aliasing)
+    if root._ctx is None:  # backward() on a leaf: its gradient is the seed itself
+        _accumulate_leaf(root, gradient, False, given)
+        return
+    order, leaf_edges = _topo_order(root)
+    grads = {id(root): gradient}
+    partial = {}  # leaf id -> gradient summed so far, for leaves used more than once
+    for t in reversed(order):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        ctx = t._ctx
+        if t._retains_grad:
+            t.grad = g if t.grad is None else t.grad + g
+        gins = ctx.backward(g)
+        if not retain_graph:
+            t._ctx = _FREED
+        for p, gp in zip(ctx.parents, gins):
+            if gp is None or not isinstance(p, Tensor) or not p.requires_grad:
+                continue
+            key = id(p)
+            if p._ctx is not None:
+                prev = grads.get(key)
+                grads[key] = gp if prev is None else prev + gp
+                continue
+            remaining = leaf_edges[key] - 1
+            leaf_edges[key] = remaining
+            prev = partial.pop(key, None)
+            if remaining:
+                partial[key] = gp if prev is None else prev + gp
+            elif prev is None:
+                _accumulate_leaf(p, gp, False, given)
+            else:
+                _accumulate_leaf(p, prev + gp, True, given)
+        if not retain_graph:
+            ctx.__dict__.clear()  # drop saved arrays and parents now, not when the graph is collected
+
+
+def _accumulate_leaf(p, g, fresh, given):
+    if g.shape != p.data.shape:  # an op returned a gradient of the wrong shape: a bug in that op
+        raise RuntimeError(f"gradient shape {g.shape} does not match tensor shape {p.data.shape}")
+    if g.dtype != p.data.dtype:
+        g = g.astype(p.data.dtype)
+    if p.grad is None:
+        # An op may hand the same array to two inputs, or a view (a read-only broadcast, say):
+        # own a copy unless this array was just summed here (fresh) or is a plain owned array.
+        if not fresh and (id(g) in given or g.base is not None):
+            g = g.copy()
+        p.grad = g
+        given.add(id(g))
+    else:
+        p.grad = p.grad + g
+    if p._post_hooks:
+        for hook in tuple(p._post_hooks):
+            hook(p)
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
+    """Wrap an array (numpy/cupy), list or number; lists of floats get the default dtype."""
+    t = Tensor(data, requires_grad=False, dtype=dtype)
+    if device is not None:
+        t.data = backend.to_device(t.data, device)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+from . import ops as _ops  # noqa: E402  (ops import Function and Tensor from here)

@@ -1,0 +1,114 @@
+"""The one place that knows about array libraries: numpy on the CPU, cupy on a GPU.
+
+Every op asks `get_array_module(*arrays)` for `xp` instead of importing numpy directly, so the
+GPU path changes this module only. Also holds the default float dtype and the global RNG.
+Imports nothing from distbp.
+"""
+from __future__ import annotations
+
+import numpy
+
+_cupy = None          # the cupy module once we know it works, else None
+_cupy_checked = False
+_default_dtype = numpy.dtype(numpy.float32)
+_rng = numpy.random.default_rng(0)
+
+
+def cupy_module():
+    """cupy if it imports and a GPU answers a one-element allocation, else None (never raises)."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy
+            # NOTE: `import cupy` succeeds without a GPU; only an allocation tells (PLATFORM.md).
+            if cupy.cuda.is_available():
+                cupy.zeros(1)
+                _cupy = cupy
+        except (ImportError, OSError, RuntimeError):
+            _cupy = None
+    return _cupy
+
+
+def cuda_available() -> bool:
+    return cupy_module() is not None
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy when any argument is a cupy array (chainer.backend's rule)."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return numpy
+
+
+def is_array(a) -> bool:
+    return isinstance(a, numpy.ndarray) or (_cupy is not None and isinstance(a, _cupy.ndarray))
+
+
+def device_of(array) -> str:
+    return "cuda" if get_array_module(array) is not numpy else "cpu"
+
+
+def to_device(array, device: str):
+    """Copy an array to 'cpu' or 'cuda' (no copy when it is already there)."""
+    device = str(device).split(":")[0]
+    if device == "cpu":
+        return array.get() if get_array_module(array) is not numpy else array
+    if device == "cuda":
+        cp = cupy_module()
+        if cp is None:
+            raise RuntimeError("device 'cuda' asked for, but cupy or a GPU is not available "
+                               "(pip install 'distbp[cuda]' on a machine with an NVIDIA GPU)")
+        return cp.asarray(array)
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+
+def to_numpy(array) -> numpy.ndarray:
+    return to_device(array, "cpu")
+
+
+def get_default_dtype() -> numpy.dtype:
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """float32 (the default) or float64, for new floating tensors and parameters."""
+    global _default_dtype
+    dtype = numpy.dtype(dtype)
+    if dtype not in (numpy.float32, numpy.float64):
+        raise ValueError(f"default dtype must be float32 or float64, got {dtype}")
+    _default_dtype = dtype
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random draw distbp makes (parameter init, dropout, shuffling defaults)."""
+    global _rng
+    _rng = numpy.random.default_rng(seed)
+    cp = cupy_module() if _cupy_checked else None
+    if cp is not None:
+        cp.random.seed(seed)
+
+
+def rng() -> numpy.random.Generator:
+    """The global host generator; parameters are drawn here so init is identical on any device."""
+    return _rng
+
+
+def get_rng_state() -> dict:
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    _rng.bit_generator.state = state
+
+
+def scatter_add(target, index, values) -> None:
+    """target[index] += values with repeated indices summed (numpy.add.at / cupyx.scatter_add)."""
+    xp = get_array_module(target)
+    if xp is numpy:
+        numpy.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)

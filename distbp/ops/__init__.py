@@ -1,0 +1,20 @@
+"""Every differentiable op, one Function class each, with the lowercase functions users call.
+
+Each op file imports only autograd and backend. An op's backward must never write into `gy`
+(another branch of the graph may hold the same array)."""
+from .elementwise import (abs, add, clamp, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
+                          pow, relu, sigmoid, sqrt, sub, tanh, where)
+from .linalg import linear, matmul
+from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
+                   mse_loss, nll_loss)
+from .reduce import amax, log_softmax, max, mean, softmax, std, sum, var
+from .shape import (cat, concatenate, flatten, getitem, pad, permute, reshape, squeeze, stack,
+                    transpose, unsqueeze)
+
+__all__ = [
+    "abs", "add", "amax", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "clamp", "clip",
+    "concatenate", "cross_entropy", "div", "exp", "flatten", "getitem", "l1_loss", "leaky_relu", "linear",
+    "log", "log_softmax", "matmul", "max", "maximum", "mean", "minimum", "mse_loss", "mul", "neg",
+    "nll_loss", "pad", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack",
+    "std", "sub", "sum", "tanh", "transpose", "unsqueeze", "var", "where",
+]

@@ -1,0 +1,42 @@
+"""SGD with momentum, dampening, Nesterov and weight decay: torch.optim.SGD's update rule."""
+from __future__ import annotations
+
+from .optimizer import Optimizer
+
+
+def sgd_update(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One SGD step on arrays, in place on `param`; returns the new momentum buffer (or None).
+
+    g = grad + wd*param;  buf = g (first step) else momentum*buf + (1-dampening)*g;
+    direction = g + momentum*buf (Nesterov) or buf;  param -= lr * direction."""
+    g = grad if weight_decay == 0 else grad + weight_decay * param
+    if momentum != 0:
+        if first:
+            buf = g.copy()
+        else:
+            buf *= momentum
+            buf += (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    param -= lr * g
+    return buf
+
+
+class SGD(Optimizer):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        if lr < 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    def _update(self, p, grad, state, group):
+        if group["momentum"] == 0 and group["weight_decay"] == 0:
+            p.data -= group["lr"] * grad  # plain SGD, the hot path: one fused line
+            return
+        first = "momentum_buffer" not in state
+        buf = sgd_update(p.data, grad, state.get("momentum_buffer"), lr=group["lr"],
+                         momentum=group["momentum"], dampening=group["dampening"],
+                         weight_decay=group["weight_decay"], nesterov=group["nesterov"], first=first)
+        if buf is not None:
+            state["momentum_buffer"] = buf

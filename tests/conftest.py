@@ -1,0 +1,26 @@
+"""Shared test helpers: float64 tensors and an optional torch reference (torch is never required)."""
+import numpy as np
+import pytest
+
+import distbp as db
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same RNG state and the float32 default."""
+    db.manual_seed(0)
+    db.set_default_dtype(np.float32)
+    yield
+    db.set_default_dtype(np.float32)
+
+
+def t64(*shape, requires_grad=True, seed=None, low=None):
+    """A float64 tensor of standard normals (or uniform in [low, low+1) when low is given)."""
+    rng = np.random.default_rng(seed if seed is not None else sum(shape) + len(shape))
+    data = rng.standard_normal(shape) if low is None else rng.random(shape) + low
+    return db.tensor(data, requires_grad=requires_grad, dtype=np.float64)
+
+
+def torch_or_skip():
+    """The torch module for a reference comparison, or skip the test when torch is absent."""
+    return pytest.importorskip("torch")
