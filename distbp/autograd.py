@@ -361,7 +361,28 @@ def _topo_order(root):
     return order, leaf_edges
 
 
+_end_callbacks = []
+
+
+def queue_callback(fn) -> None:
+    """Run fn() once when the next (or current) backward pass finishes. The data-parallel wrapper
+    queues one in forward to wait for its last allreduces (torch's engine.queue_callback)."""
+    _end_callbacks.append(fn)
+
+
+def _run_end_callbacks():
+    while _end_callbacks:
+        _end_callbacks.pop(0)()
+
+
 def _run_backward(root, gradient, retain_graph):
+    try:
+        _backward_pass(root, gradient, retain_graph)
+    finally:
+        _run_end_callbacks()
+
+
+def _backward_pass(root, gradient, retain_graph):
     given = set()  # ids of arrays already handed out as some leaf's .grad (to avoid aliasing)
     if root._ctx is None:  # backward() on a leaf: its gradient is the seed itself
         _accumulate_leaf(root, gradient, False, given)
