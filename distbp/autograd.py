@@ -64,17 +64,25 @@ class Function:
         raise NotImplementedError
 
     @classmethod
-    def apply(cls, *inputs, **kwargs) -> "Tensor":
+    def apply(cls, *inputs, **kwargs) -> Tensor:
         ctx = cls()
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
-        record = _grad_enabled and True in needs
+        # One plain loop: in CPython 3.11 it is about twice as fast as two comprehensions, and this
+        # runs for every op of every step.
+        arrays, needs, record = [], [], False
+        for x in inputs:
+            if isinstance(x, Tensor):
+                arrays.append(x.data)
+                needs.append(x.requires_grad)
+                record = record or x.requires_grad
+            else:
+                arrays.append(x)
+                needs.append(False)
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **kwargs)
-        if not record:
-            return Tensor._wrap(out)
-        ctx.parents = inputs
-        return Tensor._wrap(out, ctx)
+        if record and _grad_enabled:
+            ctx.parents = inputs
+            return Tensor._wrap(out, ctx)
+        return Tensor._wrap(out)
 
 
 class _Freed(Function):
@@ -150,7 +158,7 @@ class _TensorOps:
     def relu(self): return _ops.relu(self)
     def sigmoid(self): return _ops.sigmoid(self)
     def tanh(self): return _ops.tanh(self)
-    def clip(self, min=None, max=None): return _ops.clip(self, min, max)  # noqa: A002
+    def clip(self, min=None, max=None): return _ops.clip(self, min, max)
     clamp = clip
     def softmax(self, dim=-1): return _ops.softmax(self, dim)
     def log_softmax(self, dim=-1): return _ops.log_softmax(self, dim)
@@ -181,7 +189,7 @@ class _TensorOps:
 class Tensor(_TensorOps):
     """An ndarray plus what autograd needs. See shared/API.md for the public surface."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_post_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("__weakref__", "_ctx", "_post_hooks", "_retains_grad", "data", "grad", "requires_grad")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__ instead of numpy's loop
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -245,10 +253,10 @@ class Tensor(_TensorOps):
     def tolist(self):
         return self.numpy().tolist()
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         return Tensor._wrap(self.data)
 
-    def to(self, device=None, dtype=None) -> "Tensor":
+    def to(self, device=None, dtype=None) -> Tensor:
         data = self.data if device is None else backend.to_device(self.data, device)
         if dtype is not None:
             data = data.astype(dtype, copy=False)
@@ -269,13 +277,15 @@ class Tensor(_TensorOps):
     def double(self):
         return self.to(dtype=numpy.float64)
 
-    def requires_grad_(self, flag: bool = True) -> "Tensor":
+    def requires_grad_(self, flag: bool = True) -> Tensor:
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() first")
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.data.dtype}")
         self.requires_grad = flag
         return self
 
-    def zero_(self) -> "Tensor":
+    def zero_(self) -> Tensor:
         self.data[...] = 0
         return self
 
@@ -321,7 +331,8 @@ class Tensor(_TensorOps):
             if self.data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs; "
                                    f"pass gradient= for a tensor of shape {self.shape}")
-            gradient = backend.get_array_module(self.data).ones(self.data.shape, self.data.dtype)
+            # array(1) is one C call (numpy.ones is a Python function); reshape covers shapes like (1, 1)
+            gradient = backend.get_array_module(self.data).array(1, dtype=self.data.dtype).reshape(self.data.shape)
         else:
             gradient = _as_array(gradient, self.data)
         _run_backward(self, gradient, retain_graph)
@@ -334,31 +345,6 @@ class _HookHandle:
     def remove(self):
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)
-
-
-def _topo_order(root):
-    """Non-leaf tensors in post-order (inputs before outputs), plus edge counts into leaves."""
-    order, seen, leaf_edges = [], {id(root)}, {}
-    stack = [root]
-    flags = [False]  # parallel to stack: were this node's parents pushed yet?
-    while stack:
-        t = stack[-1]
-        if flags[-1]:
-            stack.pop()
-            flags.pop()
-            order.append(t)
-            continue
-        flags[-1] = True
-        for p in t._ctx.parents:
-            if isinstance(p, Tensor) and p.requires_grad:
-                key = id(p)
-                if p._ctx is None:
-                    leaf_edges[key] = leaf_edges.get(key, 0) + 1
-                elif key not in seen:
-                    seen.add(key)
-                    stack.append(p)
-                    flags.append(False)
-    return order, leaf_edges
 
 
 _end_callbacks = []
@@ -382,54 +368,79 @@ def _run_backward(root, gradient, retain_graph):
         _run_end_callbacks()
 
 
+def _count_uses(root):
+    """For every tensor below root that wants a gradient: how many graph edges lead into it.
+    A tensor is done (its gradient complete) when that many gradients have arrived."""
+    uses = {}
+    stack = [root]
+    while stack:
+        ctx = stack.pop()._ctx
+        for p, need in zip(ctx.parents, ctx.needs_input_grad):
+            if need:
+                n = uses.get(p)
+                if n is None:
+                    uses[p] = 1
+                    if p._ctx is not None:
+                        stack.append(p)  # first visit of a non-leaf: walk its inputs once
+                else:
+                    uses[p] = n + 1
+    return uses
+
+
 def _backward_pass(root, gradient, retain_graph):
-    given = set()  # ids of arrays already handed out as some leaf's .grad (to avoid aliasing)
+    # `given`: ids of arrays handed out as some leaf's .grad, so no two leaves share one array
+    # (an in-place allreduce or zero_ on one would change the other). The caller's own gradient
+    # array counts as handed out: a leaf must not alias it either.
+    given = {id(gradient)}
     if root._ctx is None:  # backward() on a leaf: its gradient is the seed itself
-        _accumulate_leaf(root, gradient, False, given)
+        _accumulate_leaf(root, gradient, given)
         return
-    order, leaf_edges = _topo_order(root)
-    grads = {id(root): gradient}
-    partial = {}  # leaf id -> gradient summed so far, for leaves used more than once
-    for t in reversed(order):
-        g = grads.pop(id(t), None)
-        if g is None:
-            continue
+    # Kahn's algorithm on the reversed graph: a tensor is processed once all its consumers have sent
+    # their gradient, so each node runs once, with its summed gradient, and a leaf's hook fires the
+    # moment its last gradient arrives (the data-parallel layer starts that allreduce right then).
+    uses = _count_uses(root)
+    partial = {}  # tensor -> gradient summed so far, only for tensors with gradients still to come
+    ready = [(root, gradient)]
+    while ready:
+        t, g = ready.pop()
         ctx = t._ctx
-        if t._retains_grad:
-            t.grad = g if t.grad is None else t.grad + g
-        gins = ctx.backward(g)
+        if g is None:  # no gradient reached t (every path returned None): still release its inputs
+            gins = (None,) * len(ctx.parents)
+        else:
+            if t._retains_grad:
+                t.grad = g.copy() if t.grad is None else t.grad + g
+            gins = ctx.backward(g)
         if not retain_graph:
-            t._ctx = _FREED
-        for p, gp in zip(ctx.parents, gins):
-            if gp is None or not isinstance(p, Tensor) or not p.requires_grad:
+            t._ctx = _FREED  # drops ctx and the arrays it saved once this loop moves on
+        for p, gp, need in zip(ctx.parents, gins, ctx.needs_input_grad):
+            if not need:
                 continue
-            key = id(p)
+            n = uses[p] - 1
+            if n:  # more gradients will arrive for p: keep the running sum
+                uses[p] = n
+                if gp is not None:
+                    prev = partial.get(p)
+                    partial[p] = gp if prev is None else prev + gp
+                continue
+            if partial:  # p's last gradient: add what arrived earlier, if p was used more than once
+                prev = partial.pop(p, None)
+                if prev is not None:
+                    gp = prev if gp is None else prev + gp
             if p._ctx is not None:
-                prev = grads.get(key)
-                grads[key] = gp if prev is None else prev + gp
-                continue
-            remaining = leaf_edges[key] - 1
-            leaf_edges[key] = remaining
-            prev = partial.pop(key, None)
-            if remaining:
-                partial[key] = gp if prev is None else prev + gp
-            elif prev is None:
-                _accumulate_leaf(p, gp, False, given)
-            else:
-                _accumulate_leaf(p, prev + gp, True, given)
-        if not retain_graph:
-            ctx.__dict__.clear()  # drop saved arrays and parents now, not when the graph is collected
+                ready.append((p, gp))
+            elif gp is not None:
+                _accumulate_leaf(p, gp, given)
 
 
-def _accumulate_leaf(p, g, fresh, given):
+def _accumulate_leaf(p, g, given):
     if g.shape != p.data.shape:  # an op returned a gradient of the wrong shape: a bug in that op
         raise RuntimeError(f"gradient shape {g.shape} does not match tensor shape {p.data.shape}")
-    if g.dtype != p.data.dtype:
+    if g.dtype is not p.data.dtype and g.dtype != p.data.dtype:  # `is`: the cheap, usual answer
         g = g.astype(p.data.dtype)
     if p.grad is None:
-        # An op may hand the same array to two inputs, or a view (a read-only broadcast, say):
-        # own a copy unless this array was just summed here (fresh) or is a plain owned array.
-        if not fresh and (id(g) in given or g.base is not None):
+        # An op may hand the same array to two inputs (Add returns gy for both), or a view (a
+        # read-only broadcast, a slice of gy): own a copy then. A fresh owned array is kept as is.
+        if id(g) in given or g.base is not None:
             g = g.copy()
         p.grad = g
         given.add(id(g))
@@ -450,4 +461,4 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     return t
 
 
-from . import ops as _ops  # noqa: E402  (ops import Function and Tensor from here)
+from . import ops as _ops

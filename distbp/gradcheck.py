@@ -70,7 +70,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0) -> bool:
         numeric = numerical_grad(fn, inputs, i, eps, weights)
         if not numpy.allclose(analytic, numeric, atol=atol, rtol=rtol):
             err = numpy.abs(analytic - numeric)
-            worst = numpy.unravel_index(err.argmax(), err.shape) if err.ndim else ()
+            worst = tuple(int(i) for i in numpy.unravel_index(err.argmax(), err.shape))
             raise GradcheckError(
                 f"gradient of input {i} (shape {t.shape}) differs from finite differences: max abs "
                 f"error {err.max():.3g} at index {worst}: backward {analytic[worst]:.6g}, numeric "

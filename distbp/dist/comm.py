@@ -1,4 +1,4 @@
-"""Communicators: the only module that imports mpi4py.
+"""Communicators: the only module that imports mpi4py (watchdog.py aside).
 
 `get_comm()` returns one process-wide communicator: `MPIComm` over `MPI.COMM_WORLD` when the program
 was launched by an MPI launcher (mpirun/mpiexec/srun), else `SelfComm`, a world of one whose
@@ -7,17 +7,26 @@ collectives are identities, so `python -m distbp.train` needs no launcher to deb
 Methods are named after MPI functions (ChainerMN's convention). Array methods act on numpy
 buffers in place with mpi4py's upper-case (buffer) calls — no pickling; `*_obj` methods pickle
 small Python objects. Every rank must call every collective in the same order.
+
+Every MPI call goes through `MPIComm._run` — one seam that numbers it, fingerprints it (op, dtype,
+shape, call site) and waits on it with a deadline (watchdog.py). A GPU communicator (NCCL) would be
+a third subclass with the same methods; today cupy arrays are staged through host memory.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 
 import numpy
 
+from .. import backend
+from .watchdog import Watchdog
+
 # Variables that MPI launchers set in every rank they start (MPICH/Hydra, Open MPI, PMIx, Slurm PMI).
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
                   "HYDI_CONTROL_FD")
+_REDUCTIONS = ("sum", "max", "min")
 
 
 def launched_by_mpi() -> bool:
@@ -25,6 +34,32 @@ def launched_by_mpi() -> bool:
     if os.environ.get("DISTBP_NO_MPI"):
         return False
     return "mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def _check_op(op: str) -> str:
+    if op not in _REDUCTIONS:
+        raise ValueError(f"unknown reduction {op!r}; expected 'sum', 'max' or 'min'")
+    return op
+
+
+class Request:
+    """A started nonblocking operation: `test()` drives it forward, `wait()` finishes it."""
+
+    def test(self) -> bool:
+        return True
+
+    def wait(self):
+        return None
+
+
+class _Done(Request):
+    """Already complete (a world of one)."""
+
+    def __init__(self, result=None):
+        self.result = result
+
+    def wait(self):
+        return self.result
 
 
 class Communicator:
@@ -41,6 +76,10 @@ class Communicator:
         """Reduce `array` over all ranks in place ('sum', 'max' or 'min'); returns it."""
         raise NotImplementedError
 
+    def iallreduce(self, array, op: str = "sum") -> Request:
+        """Start an in-place allreduce; `array` is reduced once the request's wait() returns."""
+        raise NotImplementedError
+
     def bcast(self, array, root: int = 0):
         """Overwrite `array` on every rank with root's (same shape and dtype everywhere)."""
         raise NotImplementedError
@@ -48,6 +87,25 @@ class Communicator:
     def allgather(self, array):
         """Stack every rank's equally shaped array: result shape (size, *array.shape)."""
         raise NotImplementedError
+
+    def reduce_scatter(self, array, op: str = "sum"):
+        """Reduce `array` (leading dim = size * k) over ranks; return this rank's block of k rows."""
+        raise NotImplementedError
+
+    def send(self, array, dest: int, tag: int = 0) -> None:
+        raise NotImplementedError
+
+    def recv(self, array, source: int, tag: int = 0):
+        """Receive into `array` (shape and dtype must match the sender's); returns it."""
+        raise NotImplementedError
+
+    def split(self, color: int, key: int | None = None) -> Communicator:
+        """Sub-communicators: ranks with the same color form one, ordered by key (default rank)."""
+        raise NotImplementedError
+
+    def dup(self) -> Communicator:
+        """A communicator with the same ranks whose traffic never matches this one's."""
+        return self.split(0)
 
     def bcast_obj(self, obj, root: int = 0):
         raise NotImplementedError
@@ -69,15 +127,31 @@ class SelfComm(Communicator):
     rank, size = 0, 1
 
     def allreduce(self, array, op="sum"):
-        if op not in ("sum", "max", "min"):
-            raise ValueError(f"unknown reduction {op!r}; expected 'sum', 'max' or 'min'")
+        _check_op(op)
         return array
+
+    def iallreduce(self, array, op="sum"):
+        _check_op(op)
+        return _Done(array)
 
     def bcast(self, array, root=0):
         return array
 
     def allgather(self, array):
-        return numpy.asarray(array)[None].copy()
+        return backend.get_array_module(array).asarray(array)[None].copy()
+
+    def reduce_scatter(self, array, op="sum"):
+        _check_op(op)
+        return array.copy()
+
+    def send(self, array, dest, tag=0):
+        raise RuntimeError(f"send to rank {dest} in a world of one; launch with mpiexec -n 2 or more")
+
+    def recv(self, array, source, tag=0):
+        raise RuntimeError(f"recv from rank {source} in a world of one; launch with mpiexec -n 2 or more")
+
+    def split(self, color, key=None):
+        return SelfComm()
 
     def bcast_obj(self, obj, root=0):
         return obj
@@ -89,45 +163,131 @@ class SelfComm(Communicator):
         pass
 
 
-class MPIComm(Communicator):
-    """Collectives over an mpi4py communicator (COMM_WORLD by default)."""
+class _MPIRequest(Request):
+    def __init__(self, comm: MPIComm, request, record, array, staged=None):
+        self.comm, self.request, self.record, self.array, self.staged = comm, request, record, array, staged
+        self.done = False
 
-    def __init__(self, mpi_comm=None):
+    def test(self) -> bool:
+        if not self.done:
+            self.done = self.request.Test()
+        return self.done
+
+    def wait(self):
+        if not self.done:
+            self.comm.watchdog.wait(self.request, self.record)
+            self.done = True
+        if self.staged is not None:  # a GPU array reduced through host memory: copy the result back
+            self.array[...] = backend.get_array_module(self.array).asarray(self.staged)
+            self.staged = None
+        return self.array
+
+
+def _host(array):
+    """A contiguous host buffer for MPI, and whether it is a staging copy of a GPU array."""
+    if isinstance(array, numpy.ndarray):
+        if not array.flags.c_contiguous:
+            raise ValueError("MPI buffers must be C-contiguous; pass numpy.ascontiguousarray(array)")
+        return array, False
+    return backend.to_numpy(array), True  # NOTE: a NCCL communicator would avoid this round trip
+
+
+class MPIComm(Communicator):
+    """Collectives over an mpi4py communicator (COMM_WORLD by default).
+
+    Blocking calls are the nonblocking MPI call plus a watched wait, so every call has a deadline
+    (`timeout` seconds, default DISTBP_COLLECTIVE_TIMEOUT or 300) and, in debug mode, a fingerprint
+    check across ranks."""
+
+    def __init__(self, mpi_comm=None, timeout: float | None = None, debug: bool | None = None):
         from mpi4py import MPI
         self.MPI = MPI
         self.comm = mpi_comm if mpi_comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        self.watchdog = Watchdog(self.comm, timeout, debug)
 
     def _op(self, op):
-        try:
-            return self._ops[op]
-        except KeyError:
-            raise ValueError(f"unknown reduction {op!r}; expected 'sum', 'max' or 'min'") from None
+        return self._ops[_check_op(op)]
+
+    def _run(self, name, array, start, collective=True):
+        """The seam: number + fingerprint the call, start it, wait on it under the watchdog."""
+        rec = self.watchdog.begin(name, array, collective)
+        self.watchdog.wait(start(), rec)
+
+    def iallreduce(self, array, op="sum"):
+        rec = self.watchdog.begin("iallreduce", array)
+        buf, staged = _host(array)
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._op(op))
+        return _MPIRequest(self, req, rec, array, buf if staged else None)
 
     def allreduce(self, array, op="sum"):
-        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self._op(op))
+        buf, staged = _host(array)
+        self._run("allreduce", array, lambda: self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._op(op)))
+        if staged:
+            array[...] = backend.get_array_module(array).asarray(buf)
         return array
 
     def bcast(self, array, root=0):
-        self.comm.Bcast(array, root=root)
+        buf, staged = _host(array)
+        self._run("bcast", array, lambda: self.comm.Ibcast(buf, root=root))
+        if staged:
+            array[...] = backend.get_array_module(array).asarray(buf)
         return array
 
     def allgather(self, array):
-        array = numpy.ascontiguousarray(array)
-        out = numpy.empty((self.size,) + array.shape, dtype=array.dtype)
-        self.comm.Allgather(array, out)
-        return out
+        buf, _ = _host(numpy.ascontiguousarray(array) if isinstance(array, numpy.ndarray) else array)
+        out = numpy.empty((self.size,) + buf.shape, dtype=buf.dtype)
+        self._run("allgather", buf, lambda: self.comm.Iallgather(buf, out))
+        return backend.get_array_module(array).asarray(out)
 
+    def reduce_scatter(self, array, op="sum"):
+        buf, _ = _host(array)
+        if buf.ndim == 0 or buf.shape[0] % self.size:
+            raise ValueError(f"reduce_scatter needs a leading dimension divisible by the world size "
+                             f"{self.size}, got shape {tuple(buf.shape)}")
+        out = numpy.empty((buf.shape[0] // self.size,) + buf.shape[1:], dtype=buf.dtype)
+        self._run("reduce_scatter", buf, lambda: self.comm.Ireduce_scatter_block(buf, out, op=self._op(op)))
+        return backend.get_array_module(array).asarray(out)
+
+    def send(self, array, dest, tag=0):
+        buf, _ = _host(array)
+        self._run("send", buf, lambda: self.comm.Isend(buf, dest=dest, tag=tag), collective=False)
+
+    def recv(self, array, source, tag=0):
+        buf, staged = _host(array)
+        self._run("recv", buf, lambda: self.comm.Irecv(buf, source=source, tag=tag), collective=False)
+        if staged:
+            array[...] = backend.get_array_module(array).asarray(buf)
+        return array
+
+    def split(self, color, key=None):
+        self.watchdog.begin("split")
+        sub = self.comm.Split(color, self.rank if key is None else key)
+        return MPIComm(sub, self.watchdog.timeout, self.watchdog.debug)
+
+    # Pickled objects travel as byte arrays through the same watched calls as arrays.
     def bcast_obj(self, obj, root=0):
-        return self.comm.bcast(obj, root=root)
+        data = numpy.frombuffer(pickle.dumps(obj), dtype=numpy.uint8) if self.rank == root else None
+        n = numpy.array([0 if data is None else data.size], dtype=numpy.int64)
+        self._run("bcast_obj", None, lambda: self.comm.Ibcast(n, root=root))
+        buf = data.copy() if data is not None else numpy.empty(int(n[0]), dtype=numpy.uint8)
+        self._run("bcast_obj", None, lambda: self.comm.Ibcast(buf, root=root))
+        return obj if self.rank == root else pickle.loads(buf.tobytes())
 
     def allgather_obj(self, obj):
-        return self.comm.allgather(obj)
+        data = numpy.frombuffer(pickle.dumps(obj), dtype=numpy.uint8)
+        sizes = numpy.empty(self.size, dtype=numpy.int64)
+        mine = numpy.array([data.size], dtype=numpy.int64)
+        self._run("allgather_obj", None, lambda: self.comm.Iallgather(mine, sizes))
+        out = numpy.empty(int(sizes.sum()), dtype=numpy.uint8)
+        self._run("allgather_obj", None, lambda: self.comm.Iallgatherv(data, (out, sizes)))
+        ends = numpy.cumsum(sizes)
+        return [pickle.loads(out[e - s:e].tobytes()) for s, e in zip(sizes, ends)]
 
     def barrier(self):
-        self.comm.Barrier()
+        self._run("barrier", None, self.comm.Ibarrier)
 
     def abort(self, code=1):
         self.comm.Abort(code)

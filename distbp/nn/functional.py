@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from ..ops import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
                    leaky_relu, linear, log_softmax, mse_loss, nll_loss, pad, relu, sigmoid, softmax, tanh)
+from ..ops.conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
+from ..ops.embedding import embedding
+from ..ops.norm import batch_norm
+from .dropout import dropout
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "l1_loss", "leaky_relu",
     "linear", "log_softmax", "mse_loss", "nll_loss", "pad", "relu", "sigmoid", "softmax", "tanh",
+]
+__all__ += [
+    "avg_pool1d", "avg_pool2d", "batch_norm", "conv1d", "conv2d", "dropout", "embedding", "max_pool1d",
+    "max_pool2d",
 ]

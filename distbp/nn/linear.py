@@ -28,7 +28,8 @@ class Linear(Module):
         init.default_linear_init_(self.weight, self.bias)
 
     def forward(self, x):
-        return linear(x, self.weight, self.bias)
+        params = self._parameters  # a dict lookup, not Module.__getattr__'s fallback: this runs every step
+        return linear(x, params["weight"], params.get("bias"))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -2,11 +2,14 @@
 
 Each op file imports only autograd and backend. An op's backward must never write into `gy`
 (another branch of the graph may hold the same array)."""
+from .conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
 from .elementwise import (abs, add, clamp, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
                           pow, relu, sigmoid, sqrt, sub, tanh, where)
+from .embedding import embedding
 from .linalg import linear, matmul
 from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
                    mse_loss, nll_loss)
+from .norm import batch_norm
 from .reduce import amax, log_softmax, max, mean, softmax, std, sum, var
 from .shape import (cat, concatenate, flatten, getitem, pad, permute, reshape, squeeze, stack,
                     transpose, unsqueeze)
@@ -18,3 +21,5 @@ __all__ = [
     "nll_loss", "pad", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack",
     "std", "sub", "sum", "tanh", "transpose", "unsqueeze", "var", "where",
 ]
+__all__ += ["avg_pool1d", "avg_pool2d", "batch_norm", "conv1d", "conv2d", "embedding", "max_pool1d",
+            "max_pool2d"]

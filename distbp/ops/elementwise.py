@@ -2,6 +2,8 @@
 gradient back to each input's shape with `unbroadcast`."""
 from __future__ import annotations
 
+import numpy
+
 from ..autograd import Function, Tensor, _as_array, unbroadcast
 from ..backend import device_of, get_array_module, to_device
 
@@ -111,7 +113,7 @@ class Sqrt(Function):
 class Abs(Function):
     def forward(self, x):
         self.x = x
-        return abs(x)
+        return get_array_module(x).abs(x)  # not abs(): this module's abs() is the op itself
 
     def backward(self, gy):
         return (gy * get_array_module(gy).sign(self.x),)
@@ -213,7 +215,11 @@ class Where(Function):
 
 def _tensorish(x, like):
     """Turn a list/array operand into an array matching `like`; numbers and tensors pass through."""
-    if isinstance(x, Tensor) or isinstance(x, (int, float)):
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, numpy.generic) and x.ndim == 0:
+        x = x.item()  # a NumPy scalar acts as a Python number: float32 * np.float64(2) stays float32
+    if isinstance(x, (int, float)):
         return x
     return _as_array(x, like.data if isinstance(like, Tensor) else None)
 

@@ -25,11 +25,13 @@ class MatMul(Function):
         na, nb = self.needs_input_grad
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
+        # put back the dims matmul removed: b's column dim first, so vector . vector (gy of
+        # shape ()) becomes (1, 1)
         g2 = gy
-        if a.ndim == 1:
-            g2 = g2[..., None, :]
         if b.ndim == 1:
             g2 = g2[..., None]
+        if a.ndim == 1:
+            g2 = g2[..., None, :]
         ga = gb = None
         if na:
             ga = g2 @ b2.swapaxes(-1, -2)

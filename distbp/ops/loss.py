@@ -1,6 +1,8 @@
 """Loss functions, each one fused node with PyTorch's `reduction` ('mean', 'sum', 'none')."""
 from __future__ import annotations
 
+import numpy
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
@@ -46,6 +48,10 @@ class CrossEntropy(Function):
         rows = xp.arange(len(targets))
         if len(targets) and (ignore_index >= 0 or targets.min() < 0):
             valid = targets != ignore_index
+            if bool((targets[valid] < 0).any()):  # numpy would wrap a negative class index silently
+                bad = int(targets[valid].min())
+                raise ValueError(f"cross_entropy target {bad} is negative; class targets must be in "
+                                 f"[0, {logits.shape[1]}) or equal ignore_index ({ignore_index})")
             targets = xp.where(valid, targets, 0)
             self.n = int(valid.sum())
         else:  # fast path: nothing to ignore (the usual case)
@@ -105,8 +111,9 @@ class BCE(Function):
     def forward(self, p, t, reduction="mean"):
         xp = get_array_module(p)
         self.p, self.t, self.reduction = p, t, reduction
-        log_p = xp.maximum(xp.log(p), -100)
-        log_1p = xp.maximum(xp.log(1 - p), -100)
+        with numpy.errstate(divide="ignore"):  # log(0) = -inf is expected here: clamped next
+            log_p = xp.maximum(xp.log(p), -100)
+            log_1p = xp.maximum(xp.log(1 - p), -100)
         return _reduce(-(t * log_p + (1 - t) * log_1p), reduction)
 
     def backward(self, gy):

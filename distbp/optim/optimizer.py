@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import copy
 
+import numpy
+
 from .. import backend
 from ..autograd import enable_grad
+
+# hyperparameters that must be >= 0, with torch's wording for the error
+_NONNEGATIVE = {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value",
+                "weight_decay": "weight_decay value"}
 
 
 class Optimizer:
@@ -27,9 +33,9 @@ class Optimizer:
         group["params"] = list(group["params"])
         for k, v in self.defaults.items():
             group.setdefault(k, v)
-        for k in ("lr", "weight_decay", "momentum", "eps"):
+        for k, name in _NONNEGATIVE.items():
             if k in group and group[k] < 0:
-                raise ValueError(f"Invalid {k.replace('_', ' ')}: {group[k]}")
+                raise ValueError(f"Invalid {name}: {group[k]}")
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -75,8 +81,7 @@ class Optimizer:
         for g in self.param_groups:
             for p in g["params"]:
                 if p in self.state:
-                    state[index[id(p)]] = {k: (backend.to_numpy(v).copy() if backend.is_array(v) else v)
-                                           for k, v in self.state[p].items()}
+                    state[index[id(p)]] = {k: _pack(k, v) for k, v in self.state[p].items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -95,9 +100,7 @@ class Optimizer:
         self.state = {}
         for i, st in state_dict["state"].items():
             p = params[int(i)]
-            xp = backend.get_array_module(p.data)
-            self.state[p] = {k: (xp.asarray(v, dtype=p.data.dtype) if backend.is_array(v) else v)
-                             for k, v in st.items()}
+            self.state[p] = {k: _unpack(k, v, p.data) for k, v in st.items()}
 
     def __repr__(self):
         lines = [type(self).__name__ + " ("]
@@ -105,3 +108,20 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def _pack(key, value):
+    """One state entry as torch saves it: arrays as host numpy copies; `step`, kept as a Python int
+    while training (no device round trip per step), as torch's 0-d float32 tensor."""
+    if key == "step":
+        return numpy.array(float(value), dtype=numpy.float32)
+    return backend.to_numpy(value).copy() if backend.is_array(value) else value
+
+
+def _unpack(key, value, like):
+    """The inverse of _pack: arrays onto the parameter's device and dtype, `step` back to an int."""
+    if key == "step":  # accepts an int, a 0-d or 1-element array, or a torch tensor
+        return round(float(value.item() if hasattr(value, "item") else value))
+    if backend.is_array(value):  # a copy, so stepping never writes into the caller's state_dict
+        return backend.get_array_module(like).array(value, dtype=like.dtype, copy=True)
+    return value

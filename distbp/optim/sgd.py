@@ -22,13 +22,22 @@ def sgd_update(param, grad, buf, *, lr, momentum, dampening, weight_decay, neste
 
 
 class SGD(Optimizer):
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        if lr < 0:
+    """State per parameter: momentum_buffer (only when momentum != 0), torch's name. As in torch, the
+    buffer starts as the first step's gradient and lr multiplies the buffer, not each gradient
+    (Sutskever et al. start from zero with lr inside; the two differ when lr changes)."""
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
+        if not momentum >= 0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov})
 
     def _update(self, p, grad, state, group):
         if group["momentum"] == 0 and group["weight_decay"] == 0:

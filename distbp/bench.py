@@ -1,0 +1,192 @@
+"""Time data-parallel training steps on synthetic data; alone or under mpiexec.
+
+    OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python -m distbp.bench --model mlp --batch-per-rank 256 --json
+    python -m distbp.bench --model cnn --steps 10           # world of one, no launcher
+
+Prints a table (or one JSON object with --json) with world_size, samples_per_sec (all ranks),
+step_ms, comm_wait_ms (median over steps of the longest time any rank waits for its allreduces
+after backward; comm_wait_last_rank_ms: of the rank that finished backward last, the exposed
+communication without load imbalance),
+bytes_reduced_per_step, and with --compare-bare a bare mpi4py Allreduce of the same bytes next to
+DDP's fused-bucket allreduces (bucket_*: the collectives through distbp's seam) and DDP's whole
+reduction (ddp_reduce_*: also copying every gradient into its bucket, a memory pass torch does too). Timings here vary up to 2x run to run
+(shared/PLATFORM.md): compare figures from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+
+import numpy
+
+import distbp as db
+from distbp import nn
+from distbp.dist import DistributedDataParallel, init
+from distbp.optim import SGD
+
+
+def build_model(name: str, sizes: list[int]):
+    """The model, and the shape of one input sample and the number of classes."""
+    if name == "mlp":
+        layers = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers), (sizes[0],), sizes[-1]
+    if name == "cnn":
+        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(32 * 7 * 7, 10))
+        return model, (1, 28, 28), 10
+    if name == "gru":
+        return _GRUClassifier(32, 128, 10), (16, 32), 10
+    raise ValueError(f"unknown model {name!r}; expected mlp, cnn or gru")
+
+
+class _GRUClassifier(nn.Module):
+    def __init__(self, features, hidden, classes):
+        super().__init__()
+        self.gru = nn.GRU(features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.head(h[-1])
+
+
+def compare_reductions(ddp, comm, dtype, reps: int = 30) -> dict:
+    """Median seconds of three ways to reduce the same bytes, interleaved rep by rep so that load
+    from other processes hits all three alike:
+      bare:   mpi4py Allreduce(IN_PLACE) of one buffer, no distbp in between;
+      bucket: DDP's fused buckets' allreduces through distbp's seam (Iallreduce + watched Test loop);
+      whole:  DDP's whole reduction (gradients copied into buckets, allreduced, handed back)."""
+    from mpi4py import MPI
+    buf = numpy.ones(ddp.bytes_per_sync // numpy.dtype(dtype).itemsize, dtype=dtype)
+
+    def bare():
+        comm.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+    def bucket():
+        for r in [ddp._grad_comm.iallreduce(b.buffer) for b in ddp._buckets]:
+            r.wait()
+
+    times = {"bare": [], "bucket": [], "whole": []}
+    for _ in range(reps + 3):
+        for name, fn in (("bare", bare), ("bucket", bucket), ("whole", ddp.reduce_gradients)):
+            comm.barrier()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v[3:]) for k, v in times.items()}
+
+
+def bus_gbps(nbytes: int, seconds: float, n: int) -> float:
+    """Allreduce bus bandwidth: each byte crosses the ring 2(n-1)/n times (nccl-tests' definition)."""
+    return 2 * (n - 1) / n * nbytes / seconds / 1e9 if n > 1 and seconds > 0 else float("nan")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m distbp.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "gru"], help="model to train")
+    p.add_argument("--sizes", default="784,1024,1024,10", help="MLP layer sizes, comma separated")
+    p.add_argument("--batch-per-rank", type=int, default=256, help="samples per rank per step")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads per rank (default cores/ranks)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda runs on CuPy")
+    p.add_argument("--bucket-mb", type=float, default=25, help="gradient bucket size in MB")
+    p.add_argument("--compare-bare", action="store_true", help="also time a bare mpi4py Allreduce")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = p.parse_args(argv)
+    for name in ("batch_per_rank", "steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    try:
+        args.sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        p.error(f"--sizes must be comma-separated integers such as 784,1024,1024,10, got {args.sizes!r}")
+    if len(args.sizes) < 2 or min(args.sizes) < 1:
+        p.error(f"--sizes needs at least two positive sizes, got {args.sizes}")
+    return args
+
+
+def run(args) -> dict:
+    comm = init(threads=args.threads)
+    db.set_default_dtype(numpy.dtype(args.dtype))
+    db.manual_seed(0)
+    model, in_shape, classes = build_model(args.model, args.sizes)
+    if args.device == "cuda":
+        model.to("cuda")
+    ddp = DistributedDataParallel(model, comm, bucket_cap_mb=args.bucket_mb)
+    opt = SGD(ddp.parameters(), lr=0.01)
+    rng = numpy.random.default_rng(comm.rank)
+    x = db.tensor(rng.standard_normal((args.batch_per_rank,) + in_shape).astype(args.dtype), device=args.device)
+    y = rng.integers(0, classes, args.batch_per_rank)
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(ddp(x), y).backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    waits = []
+    comm.barrier()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+        waits.append(ddp.last_comm_wait_s)
+    comm.barrier()
+    total = time.perf_counter() - t0
+    waits = comm.allgather(numpy.array(waits))  # (ranks, steps)
+    out = {
+        "model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
+        "dtype": args.dtype, "device": args.device, "threads": args.threads, "buckets": len(ddp._buckets),
+        "samples_per_sec": comm.size * args.batch_per_rank * args.steps / total,
+        "step_ms": 1e3 * total / args.steps,
+        # the longest wait of any rank (also waiting for a slower rank's backward), and the wait of
+        # the rank that arrived last (the communication alone)
+        "comm_wait_ms": 1e3 * float(numpy.median(waits.max(axis=0))),
+        "comm_wait_last_rank_ms": 1e3 * float(numpy.median(waits.min(axis=0))),
+        "bytes_reduced_per_step": ddp.bytes_per_sync,
+    }
+    out["comm_wait_pct"] = 100 * out["comm_wait_ms"] / out["step_ms"]
+    if args.compare_bare and comm.size > 1:
+        t = compare_reductions(ddp, comm, args.dtype)
+        bare, fused, whole = t["bare"], t["bucket"], t["whole"]
+        nbytes = ddp.bytes_per_sync
+        out.update(bare_allreduce_ms=1e3 * bare, bucket_allreduce_ms=1e3 * fused, ddp_reduce_ms=1e3 * whole,
+                   bare_bus_gbps=bus_gbps(nbytes, bare, comm.size),
+                   bucket_bus_gbps=bus_gbps(nbytes, fused, comm.size),
+                   bucket_vs_bare=bare / fused, ddp_reduce_vs_bare=bare / whole)
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        out = run(args)
+    except (ValueError, RuntimeError) as e:  # bad model/device choice: one clear line, no traceback
+        print(f"distbp.bench: error: {e}", file=sys.stderr)
+        return 2
+    from distbp.dist import get_comm
+    if get_comm().rank == 0:
+        if args.json:
+            print(json.dumps(out))
+        else:
+            width = max(map(len, out))
+            for k, v in out.items():
+                print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

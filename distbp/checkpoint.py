@@ -1,0 +1,190 @@
+"""Checkpoints: one `.safetensors` file per save, written atomically by rank 0.
+
+Tensors: `model/<state_dict key>` (weights and buffers) and `optim/<param index>/<state name>`
+(optimizer state arrays). Metadata (strings): `format`, `meta` (JSON: step, epoch, position in the
+epoch, RNG state, config -- whatever the trainer passes), `optimizer` (JSON: param_groups and
+non-array state) and `crc32` over every tensor, so a flipped byte is caught, not trained on.
+`safetensors.numpy.load_file` reads the file with no distbp installed.
+
+`save` is a collective: every rank calls it, rank 0 writes `<path>.tmp`, fsyncs, renames it over
+`<path>`, and all ranks meet at a barrier (PAINS.md #6). `load` reads on the host; the caller
+broadcasts what it read."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy
+
+from . import backend
+
+FORMAT = "distbp-checkpoint/1"
+_NAME = re.compile(r"^ckpt-(\d+)\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    model: dict          # state_dict: key -> numpy array
+    optimizer: dict      # torch-layout optimizer state_dict ({"state": ..., "param_groups": ...})
+    meta: dict
+
+
+def checkpoint_path(directory: str, step: int) -> str:
+    return os.path.join(directory, f"ckpt-{int(step):08d}.safetensors")
+
+
+def _contiguous(array) -> numpy.ndarray:
+    # not numpy.ascontiguousarray: it turns a 0-d array (e.g. num_batches_tracked) into shape (1,)
+    array = numpy.asarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+def _crc(tensors: dict) -> str:
+    crc = 0
+    for key in sorted(tensors):
+        crc = zlib.crc32(key.encode(), crc)
+        crc = zlib.crc32(_contiguous(tensors[key]).tobytes(), crc)
+    return f"{crc:08x}"
+
+
+def _jsonable(value):
+    if isinstance(value, (numpy.generic,)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in checkpoint metadata")
+
+
+def pack(model, optimizer, meta: dict) -> tuple[dict, dict]:
+    """(tensors, metadata) for safetensors from a model, an optimizer (or None) and trainer metadata."""
+    tensors = {f"model/{k}": _contiguous(v) for k, v in model.state_dict().items()}
+    opt = {"param_groups": [], "scalars": {}}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        opt["param_groups"] = sd["param_groups"]
+        for index, state in sd["state"].items():
+            for name, value in state.items():
+                if backend.is_array(value):
+                    tensors[f"optim/{index}/{name}"] = _contiguous(backend.to_numpy(value))
+                else:
+                    opt["scalars"].setdefault(str(index), {})[name] = value
+    metadata = {"format": FORMAT, "meta": json.dumps(meta, default=_jsonable),
+                "optimizer": json.dumps(opt, default=_jsonable), "crc32": _crc(tensors)}
+    return tensors, metadata
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write bytes so that `path` is either the old file or the complete new one, never a torn one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; the data is already synced
+        pass
+
+
+def save(path: str, model, optimizer, meta: dict, comm=None) -> None:
+    """Collective save: rank 0 writes `path` atomically while the other ranks wait for its outcome.
+
+    A failed write (no space, no permission) raises CheckpointError on every rank, so none hangs."""
+    failure = None
+    if comm is None or comm.is_root:
+        from safetensors.numpy import save as st_save
+        tensors, metadata = pack(model, optimizer, meta)
+        try:
+            write_atomic(path, st_save(tensors, metadata=metadata))
+        except OSError as e:
+            failure = f"cannot write checkpoint {path}: {e.strerror or e}"
+    if comm is not None:
+        failure = comm.bcast_obj(failure)   # doubles as the barrier
+    if failure:
+        raise CheckpointError(failure)
+
+
+def load(path: str) -> Checkpoint:
+    """Read and verify a checkpoint into host numpy arrays."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        found = latest(path)
+        if found is None:
+            raise CheckpointError(f"no checkpoint (ckpt-*.safetensors) in folder {path}")
+        path = found
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except Exception as e:  # noqa: BLE001 - the Rust reader raises its own types for each kind of damage
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a distbp checkpoint "
+                              f"(format {metadata.get('format')!r}, expected {FORMAT!r})")
+    if metadata.get("crc32") != _crc(tensors):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its checksum does not match its contents")
+    try:
+        meta, opt = json.loads(metadata["meta"]), json.loads(metadata["optimizer"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} has damaged metadata ({e})") from None
+    model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    state = {}
+    for index, scalars in opt["scalars"].items():
+        state.setdefault(int(index), {}).update(scalars)
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in opt["param_groups"]]
+    return Checkpoint(path=path, model=model, optimizer={"state": state, "param_groups": groups}, meta=meta)
+
+
+def restore(ckpt: Checkpoint, model, optimizer=None) -> None:
+    """Load a checkpoint's weights, buffers and optimizer state; a mismatch names the file."""
+    try:
+        model.load_state_dict(ckpt.model)
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt.optimizer)
+    except (KeyError, ValueError, IndexError) as e:
+        reason = e.args[0] if e.args else type(e).__name__
+        raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model/optimizer: {reason}") from None
+
+
+def list_checkpoints(directory: str) -> list:
+    """Checkpoint files in a folder, oldest (lowest step) first; unfinished .tmp files are ignored."""
+    if not os.path.isdir(directory):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(directory) if (m := _NAME.match(name))]
+    return [os.path.join(directory, name) for _, name in sorted(found)]
+
+
+def latest(directory: str) -> str | None:
+    """The newest checkpoint in a folder, or None."""
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def prune(directory: str, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (rank 0 only)."""
+    for path in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        os.remove(path)

@@ -1,0 +1,199 @@
+"""TrainConfig: the settings of `python -m distbp.train`, from a TOML file and flags (flags win).
+
+Standard library only. Every key is checked: an unknown key, a wrong type or a bad value raises
+ConfigError with one line that names the key, the value and what is allowed."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pyproject pulls tomli in on 3.10
+    import tomli as tomllib
+
+MODELS = ("mlp", "linear", "cnn", "gru", "lstm")              # must equal distbp.models.MODELS
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+
+
+class ConfigError(ValueError):
+    """A bad setting; str(e) is the one line shown to the user."""
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    model: str = _opt("mlp", f"model from the zoo: {', '.join(MODELS)}")
+    dataset: str = _opt("digits", "built-in dataset (digits, xor, regression, sine), a folder of MNIST/"
+                                  "Fashion-MNIST IDX files, or a CSV file")
+    hidden: list = field(default_factory=lambda: [128], metadata={"help": "hidden layer sizes, comma separated (mlp: all; cnn/gru/lstm: the first)"})
+    activation: str = _opt("relu", f"hidden activation: {', '.join(ACTIVATIONS)}")
+    dropout: float = _opt(0.0, "dropout probability after each hidden layer (mlp)")
+    label_column: str = _opt("", "CSV label column, by header name or 0-based index (default: a column named "
+                                 "label/target/y/class, else the last)")
+    epochs: int = _opt(20, "passes over the training split")
+    steps: int = _opt(0, "stop after this many optimizer steps in total (0: no cap)")
+    batch_size: int = _opt(64, "GLOBAL batch size, split across ranks")
+    lr: float = _opt(0.05, "learning rate")
+    optimizer: str = _opt("sgd", f"optimizer: {', '.join(OPTIMIZERS)}")
+    momentum: float = _opt(0.9, "momentum (sgd, rmsprop)")
+    weight_decay: float = _opt(0.0, "L2 weight decay")
+    seed: int = _opt(0, "seed of every random choice: split, init, shuffling")
+    dtype: str = _opt("float32", "compute precision: float32 or float64")
+    device: str = _opt("cpu", "cpu, or cuda (CuPy)")
+    val_fraction: float = _opt(0.1, "fraction of the data held out for per-epoch validation")
+    test_fraction: float = _opt(0.2, "fraction held out for the final test (ignored when the data has a test set)")
+    checkpoint_dir: str = _opt("checkpoints", "folder for checkpoints")
+    checkpoint_every: int = _opt(0, "save a checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = _opt(3, "keep the newest K checkpoints")
+    resume: str = _opt("", "continue from the newest checkpoint in --checkpoint-dir, or from PATH")
+    log_dir: str = _opt("", "write metrics.jsonl here (plot it with python -m distbp.plot DIR)")
+    progress: bool = _opt(True, "progress bar on rank 0 (only on a terminal)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Settings a resumed run must share with its checkpoint, or the continuation would not be exact.
+RESUME_KEYS = ("model", "dataset", "hidden", "activation", "dropout", "label_column", "batch_size", "lr", "optimizer",
+               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction")
+
+
+def _type_name(t) -> str:
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "list": "a list of integers"}[t]
+
+
+def _check_type(key: str, value, source: str):
+    kind = FIELDS[key].type
+    if key == "resume" and isinstance(value, bool):   # resume = true in TOML means "the newest"
+        return "latest" if value else ""
+    ok = {"str": isinstance(value, str),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "bool": isinstance(value, bool),
+          "list": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}
+    if key == "hidden" and isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if not ok[kind]:
+        raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    def bad(key, rule):
+        raise ConfigError(f"invalid {key} {getattr(cfg, key)!r}: {rule}")
+
+    choices = {"model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS,
+               "dtype": ("float32", "float64"), "device": ("cpu", "cuda")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            bad(key, f"choose one of {', '.join(allowed)}")
+    for key in ("epochs", "batch_size", "keep_checkpoints"):
+        if getattr(cfg, key) < 1:
+            bad(key, "must be at least 1")
+    for key in ("steps", "checkpoint_every", "seed"):
+        if getattr(cfg, key) < 0:
+            bad(key, "must be 0 or more")
+    if not cfg.lr > 0 or cfg.lr != cfg.lr or cfg.lr == float("inf"):
+        bad("lr", "must be a positive number")
+    if not 0 <= cfg.dropout < 1:
+        bad("dropout", "must be in [0, 1)")
+    if not 0 <= cfg.momentum < 1:
+        bad("momentum", "must be in [0, 1)")
+    if not 0 <= cfg.weight_decay < float("inf"):
+        bad("weight_decay", "must be 0 or more")
+    if not 0 <= cfg.val_fraction < 1:
+        bad("val_fraction", "must be in [0, 1)")
+    if not 0 < cfg.test_fraction < 1:
+        bad("test_fraction", "must be in (0, 1)")
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ConfigError(f"val_fraction + test_fraction must be below 1, got {cfg.val_fraction} + "
+                          f"{cfg.test_fraction}")
+    if not cfg.hidden or any(h < 1 for h in cfg.hidden):
+        bad("hidden", "give one or more positive sizes, e.g. 128,64")
+    if not cfg.dataset:
+        bad("dataset", "give a built-in name or a path")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block: every bad input is one line on stderr
+        raise ConfigError(message)
+
+
+def _int_list(text: str) -> list:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 128,64, got {text!r}") from None
+
+
+def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Train a model from the zoo on a dataset, alone or under mpirun -n N "
+                "(data parallel). Settings come from defaults, then --config FILE.toml (same keys, with "
+                "underscores), then flags.", argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        help_text = f"{f.metadata['help']} (default: {default!r})"
+        if name == "progress":
+            p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        elif name == "resume":
+            p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)
+        elif name == "hidden":
+            p.add_argument(flag, type=_int_list, metavar="N[,N...]", help=help_text)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], metavar=name.upper(),
+                           help=help_text)
+    return p
+
+
+def read_toml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} not found")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    for key in data:
+        if key not in FIELDS:
+            near = difflib.get_close_matches(key.replace("-", "_"), FIELDS, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(FIELDS)}"
+            raise ConfigError(f"{path}: unknown key {key!r}{hint}")
+    return data
+
+
+def parse_config(argv=None) -> tuple[TrainConfig, set]:
+    """(config, names of the keys the user set explicitly in the TOML file or as flags)."""
+    args = vars(build_parser().parse_args(argv))
+    values = {}
+    path = args.pop("config", None)
+    if path is not None:
+        values = {k: _check_type(k, v, path) for k, v in read_toml(path).items()}
+    values.update({k: _check_type(k, v, "--" + k.replace("_", "-")) for k, v in args.items()})
+    cfg = TrainConfig(**values)
+    _check_values(cfg)
+    return cfg, set(values)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """A TrainConfig from `to_dict()` output (a checkpoint's metadata); unknown keys are an error."""
+    unknown = [k for k in data if k not in FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}")
+    cfg = TrainConfig(**{k: _check_type(k, v, "checkpoint config") for k, v in data.items()})
+    _check_values(cfg)
+    return cfg

@@ -1,0 +1,176 @@
+"""The one seam every MPI call goes through: sequence numbers, fingerprints, and a deadline.
+
+Each collective on a communicator gets a sequence number and a fingerprint (op, dtype, shape) and
+records its call site. Waiting is a `Test()` loop (MPICH makes no progress in the background,
+PLATFORM.md), so a wait can watch the clock: past `timeout` seconds the waiting rank asks every
+other rank, on a private duplicate communicator, where it is; ranks that are waiting answer from
+their own loop, ranks that never arrived (stuck in compute, or dead) do not. It prints which
+collective, which step, which ranks are missing and where the others are, then aborts the job
+(PAINS.md #2, #7). With `debug=True` (or DISTBP_DEBUG_COLLECTIVES=1) every collective first
+allgathers its fingerprint and all ranks raise `CollectiveMismatchError` naming the ranks that
+disagree, before the mismatched call can hang or mix up buffers.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy
+
+DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
+_OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
+        "allgather_obj", "send", "recv", "split")
+_TAG_ASK, _TAG_ANSWER = 7301, 7302
+_step = 0
+
+
+def set_step(step: int) -> None:
+    """Tell the watchdog which training step this process is in (shown in its report)."""
+    global _step
+    _step = int(step)
+
+
+def get_step() -> int:
+    return _step
+
+
+class CollectiveMismatchError(RuntimeError):
+    """Ranks called different collectives (op, dtype or shape) at the same sequence number."""
+
+
+@dataclass
+class Record:
+    """One collective call: what, where, and when it started waiting."""
+
+    seq: int
+    op: str
+    dtype: str
+    shape: tuple
+    site: str
+    step: int
+    t0: float = 0.0
+
+    def describe(self) -> str:
+        return f"#{self.seq} {self.op}({self.dtype}{list(self.shape)}) at step {self.step}, called from {self.site}"
+
+    def fingerprint(self) -> numpy.ndarray:
+        shape_hash = hash(tuple(self.shape)) & 0x7FFFFFFFFFFF
+        dtype_code = sum(map(ord, self.dtype))
+        return numpy.array([self.seq, _OPS.index(self.op), dtype_code, len(self.shape), shape_hash],
+                           dtype=numpy.int64)
+
+
+def call_site() -> str:
+    """file:line of the first caller outside distbp.dist (the user's line that started the call)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(2)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+class Watchdog:
+    """Sequence numbers, fingerprint checks and deadlines for one MPI communicator."""
+
+    def __init__(self, mpi_comm, timeout: float | None = None, debug: bool | None = None):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = mpi_comm
+        self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
+        self.side = mpi_comm.Dup()  # status questions and fingerprints never mix with user traffic
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        self.debug = bool(os.environ.get("DISTBP_DEBUG_COLLECTIVES")) if debug is None else debug
+        self.seq = 0
+        self.current: Record | None = None
+        self._ask_buf = numpy.zeros(1, dtype=numpy.int64)
+
+    # ----- start of a call -----
+    def begin(self, op: str, array=None, collective: bool = True) -> Record:
+        """Number and describe a call; in debug mode check that every rank makes the same one."""
+        if collective:
+            self.seq += 1
+        shape = tuple(getattr(array, "shape", ()))
+        dtype = str(getattr(array, "dtype", "object"))
+        rec = Record(self.seq, op, dtype, shape, call_site(), _step)
+        if collective and self.debug:
+            self._check_fingerprints(rec)
+        return rec
+
+    def _check_fingerprints(self, rec: Record) -> None:
+        mine = rec.fingerprint()
+        everyone = numpy.empty((self.size, mine.size), dtype=numpy.int64)
+        self.wait(self.side.Iallgather(mine, everyone), rec)  # watched too: a missing rank is named
+        if (everyone == everyone[0]).all():
+            return
+        # Every rank sees the same table, so every rank takes this branch: no one is left waiting.
+        texts = self.side.allgather(rec.describe())
+        lines = "\n".join(f"  rank {r}: {t}" for r, t in enumerate(texts))
+        raise CollectiveMismatchError(f"ranks called different collectives at sequence number {rec.seq}:\n"
+                                      f"{lines}\nevery rank must call the same collectives in the same order "
+                                      "with the same shapes and dtypes")
+
+    # ----- waiting -----
+    def wait(self, request, rec: Record) -> None:
+        """Wait for an MPI request, answering status questions; past the deadline, report and abort."""
+        if request.Test():
+            return
+        self.current = rec
+        rec.t0 = time.monotonic()
+        deadline = rec.t0 + self.timeout
+        test, iprobe, sides = request.Test, self.side.Iprobe, self.MPI.ANY_SOURCE
+        spins = 0
+        while not test():
+            spins += 1
+            if spins & 15 == 0:
+                if iprobe(source=sides, tag=_TAG_ASK):
+                    self._answer()
+                if time.monotonic() > deadline:
+                    self._report_and_abort(rec)
+                # NOTE: with more ranks than cores a spinning rank starves the one it waits for.
+                os.sched_yield()
+        self.current = None
+
+    def _status(self) -> numpy.ndarray:
+        rec = self.current
+        if rec is None:
+            return numpy.array([-1, -1, _step], dtype=numpy.int64)
+        return numpy.array([rec.seq, _OPS.index(rec.op), rec.step], dtype=numpy.int64)
+
+    def _answer(self) -> None:
+        status = self.MPI.Status()
+        self.side.Recv(self._ask_buf, source=self.MPI.ANY_SOURCE, tag=_TAG_ASK, status=status)
+        self.side.Send(self._status(), dest=status.Get_source(), tag=_TAG_ANSWER)
+
+    def _report_and_abort(self, rec: Record, grace: float = 2.0) -> None:
+        waited = time.monotonic() - rec.t0
+        asks = [self.side.Isend(numpy.zeros(1, dtype=numpy.int64), dest=r, tag=_TAG_ASK)
+                for r in range(self.size) if r != self.rank]
+        answers = {}
+        end = time.monotonic() + grace
+        buf = numpy.zeros(3, dtype=numpy.int64)
+        status = self.MPI.Status()
+        while time.monotonic() < end and len(answers) < self.size - 1:
+            if self.side.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_ASK):
+                self._answer()
+            if self.side.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_ANSWER, status=status):
+                self.side.Recv(buf, source=status.Get_source(), tag=_TAG_ANSWER)
+                answers[status.Get_source()] = buf.copy()
+            time.sleep(0.001)
+        missing = [r for r in range(self.size) if r != self.rank and r not in answers]
+        where = []
+        for r, (seq, op, step) in sorted(answers.items()):
+            what = "not in a collective" if seq < 0 else f"waiting in #{seq} {_OPS[op]}"
+            where.append(f"rank {r}: {what} at step {step}")
+        text = (f"distbp watchdog: rank {self.rank} waited {waited:.1f} s (timeout {self.timeout:g} s) in "
+                f"collective {rec.describe()}\n"
+                f"  ranks missing (did not answer, busy outside MPI or dead): {missing}\n"
+                + "".join(f"  {w}\n" for w in where)
+                + "  set DISTBP_DEBUG_COLLECTIVES=1 to check every collective's op/shape/dtype across ranks\n")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        del asks
+        self.comm.Abort(3)

@@ -1,0 +1,241 @@
+"""Convolution (im2col + one batched matmul) and max/avg pooling, for 1-D and 2-D inputs.
+
+A 1-D input (N, C, L) is run as a 2-D one of height 1, so there is one implementation of each op.
+Pooling loops over the kh*kw window offsets, each a strided view of the input: no window array is
+materialised, and the max keeps the FIRST maximum of a window, as PyTorch does.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+def _pair(v, name: str) -> tuple:
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or not all(isinstance(i, int) for i in t):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return t
+
+
+def _to_2d(x, name: str):
+    """(N, C, L) -> (N, C, 1, L); (N, C, H, W) unchanged. Returns the array and whether it was 1-D."""
+    if x.ndim == 3:
+        return x[:, :, None, :], True
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a (N, C, L) or (N, C, H, W) input, got shape {x.shape}")
+    return x, False
+
+
+def _out_size(size, k, s, p, what):
+    out = (size + 2 * p - k) // s + 1
+    if out < 1:
+        raise ValueError(f"{what}: kernel {k} with padding {p} does not fit an input of size {size}")
+    return out
+
+
+def _pad(x, ph, pw, value=0.0):
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _window(a, i, j, sh, sw, ho, wo):
+    """The view of `a` that window offset (i, j) sees at every output position."""
+    return a[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+
+
+class Conv2d(Function):
+    """y[n, o] = sum over c, i, j of w[o, c, i, j] * xpad[n, c, s*h + i, s*w + j] + b[o].
+
+    im2col: the windows become a (N, C*kh*kw, Ho*Wo) array, so forward is one batched matmul with
+    the (O, C*kh*kw) weight and the output comes out contiguous in NCHW order."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0)):
+        xp = get_array_module(x)
+        x4, self.was_1d = _to_2d(x, "conv")
+        w4 = w[:, :, None, :] if w.ndim == 3 else w
+        n, c, h, wd = x4.shape
+        o, cw, kh, kw = w4.shape
+        if c != cw:
+            raise ValueError(f"conv: input has {c} channels but the weight expects {cw} "
+                             f"(weight shape {w.shape})")
+        (sh, sw), (ph, pw) = stride, padding
+        ho, wo = _out_size(h, kh, sh, ph, "conv"), _out_size(wd, kw, sw, pw, "conv")
+        xpad = _pad(x4, ph, pw)
+        # im2col: copy the kh*kw strided views into one (N, C, kh, kw, Ho, Wo) array
+        cols = xp.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = _window(xpad, i, j, sh, sw, ho, wo)
+        cols = cols.reshape(n, c * kh * kw, ho * wo)
+        w2 = w4.reshape(o, -1)
+        y = xp.matmul(w2, cols)  # (N, O, Ho*Wo)
+        if b is not None:
+            y += b[:, None]
+        self.cols, self.w2, self.has_b = cols, w2, b is not None
+        self.geom = (x4.shape, w.shape, kh, kw, sh, sw, ph, pw, ho, wo)
+        y = y.reshape(n, o, ho, wo)
+        return y[:, :, 0, :] if self.was_1d else y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        (n, c, h, wd), wshape, kh, kw, sh, sw, ph, pw, ho, wo = self.geom
+        o = wshape[0]
+        g = gy.reshape(n, o, ho * wo)
+        nx, nw = self.needs_input_grad[:2]
+        gx = gw = gb = None
+        if nw:
+            # sum over n of g[n] @ cols[n].T: a batched matmul, no transposed copy of either operand
+            gw = xp.matmul(g, self.cols.transpose(0, 2, 1)).sum(axis=0).reshape(wshape)
+        if self.has_b and self.needs_input_grad[2]:
+            gb = g.sum(axis=(0, 2))
+        if nx:
+            gcols = xp.matmul(self.w2.T, g).reshape(n, c, kh, kw, ho, wo)
+            gxpad = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+            for i in range(kh):  # col2im: windows overlap when stride < kernel, so accumulate
+                for j in range(kw):
+                    _window(gxpad, i, j, sh, sw, ho, wo)[...] += gcols[:, :, i, j]
+            gx = gxpad[:, :, ph:ph + h, pw:pw + wd]
+            if self.was_1d:
+                gx = gx[:, :, 0, :]
+        return (gx, gw, gb) if self.has_b else (gx, gw)
+
+
+class MaxPool2d(Function):
+    def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+        xp = get_array_module(x)
+        x4, self.was_1d = _to_2d(x, "max_pool")
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        if ph > kh // 2 or pw > kw // 2:
+            raise ValueError(f"max_pool: padding {padding} must be at most half the kernel {kernel}")
+        h, wd = x4.shape[2:]
+        ho, wo = _out_size(h, kh, sh, ph, "max_pool"), _out_size(wd, kw, sw, pw, "max_pool")
+        xpad = _pad(x4, ph, pw, value=-xp.inf)
+        y = _window(xpad, 0, 0, sh, sw, ho, wo).copy()
+        # NOTE: masked copies (copyto(where=), where()) with a random mask were ~5x slower than
+        # branch-free arithmetic here, so the argmax offset is updated as idx += better * (k - idx).
+        itype = xp.int8 if kh * kw < 128 else xp.int32
+        idx = xp.zeros(y.shape, dtype=itype)
+        step = xp.empty_like(idx)
+        for k in range(1, kh * kw):
+            v = _window(xpad, k // kw, k % kw, sh, sw, ho, wo)
+            better = (v > y).view(xp.int8).astype(itype, copy=False)  # strict: ties keep the first
+            xp.maximum(y, v, out=y)
+            xp.subtract(itype(k), idx, out=step)
+            step *= better
+            idx += step
+        self.idx = idx
+        self.geom = (x4.shape, kh, kw, sh, sw, ph, pw, ho, wo)
+        return y[:, :, 0, :] if self.was_1d else y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        (n, c, h, wd), kh, kw, sh, sw, ph, pw, ho, wo = self.geom
+        g = gy.reshape(n, c, ho, wo)
+        gxpad = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+        disjoint = sh >= kh and sw >= kw  # each input element in at most one window: write, don't add
+        for k in range(kh * kw):
+            win = _window(gxpad, k // kw, k % kw, sh, sw, ho, wo)
+            if disjoint:
+                xp.multiply(self.idx == k, g, out=win)
+            else:
+                win += (self.idx == k) * g
+        gx = gxpad[:, :, ph:ph + h, pw:pw + wd]
+        return (gx[:, :, 0, :] if self.was_1d else gx,)
+
+
+class AvgPool2d(Function):
+    """Mean over each window; padding counts as zeros in the mean (PyTorch's count_include_pad=True)."""
+
+    def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+        x4, self.was_1d = _to_2d(x, "avg_pool")
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        if ph > kh // 2 or pw > kw // 2:
+            raise ValueError(f"avg_pool: padding {padding} must be at most half the kernel {kernel}")
+        h, wd = x4.shape[2:]
+        ho, wo = _out_size(h, kh, sh, ph, "avg_pool"), _out_size(wd, kw, sw, pw, "avg_pool")
+        xpad = _pad(x4, ph, pw)
+        y = _window(xpad, 0, 0, sh, sw, ho, wo).copy()
+        for k in range(1, kh * kw):
+            y += _window(xpad, k // kw, k % kw, sh, sw, ho, wo)
+        y *= 1.0 / (kh * kw)
+        self.geom = (x4.shape, kh, kw, sh, sw, ph, pw, ho, wo)
+        return y[:, :, 0, :] if self.was_1d else y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        (n, c, h, wd), kh, kw, sh, sw, ph, pw, ho, wo = self.geom
+        g = gy.reshape(n, c, ho, wo) * (1.0 / (kh * kw))
+        gxpad = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+        for k in range(kh * kw):
+            _window(gxpad, k // kw, k % kw, sh, sw, ho, wo)[...] += g
+        gx = gxpad[:, :, ph:ph + h, pw:pw + wd]
+        return (gx[:, :, 0, :] if self.was_1d else gx,)
+
+
+def _conv_args(stride, padding, nd):
+    if nd == 1:
+        return (1, _one(stride, "stride")), (0, _one(padding, "padding"))
+    return _pair(stride, "stride"), _pair(padding, "padding")
+
+
+def _one(v, name):
+    v = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be an int for a 1-d op, got {v!r}")
+    return v
+
+
+def _check_geometry(stride, padding, what):
+    if min(stride) < 1:
+        raise ValueError(f"{what}: stride must be positive, got {stride}")
+    if min(padding) < 0:
+        raise ValueError(f"{what}: padding must be non-negative, got {padding}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """torch.nn.functional.conv2d: x (N, C, H, W), weight (O, C, kh, kw), bias (O,)."""
+    stride, padding = _conv_args(stride, padding, 2)
+    _check_geometry(stride, padding, "conv2d")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d.apply(*args, stride=stride, padding=padding)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0):
+    """torch.nn.functional.conv1d: x (N, C, L), weight (O, C, k), bias (O,)."""
+    stride, padding = _conv_args(stride, padding, 1)
+    _check_geometry(stride, padding, "conv1d")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d.apply(*args, stride=stride, padding=padding)
+
+
+def _pool(cls, x, kernel_size, stride, padding, nd, what):
+    if nd == 1:
+        kernel = (1, _one(kernel_size, "kernel_size"))
+        stride = kernel if stride is None else (1, _one(stride, "stride"))
+        padding = (0, _one(padding, "padding"))
+    else:
+        kernel = _pair(kernel_size, "kernel_size")
+        stride = kernel if stride is None else _pair(stride, "stride")
+        padding = _pair(padding, "padding")
+    if min(kernel) < 1:
+        raise ValueError(f"{what}: kernel_size must be positive, got {kernel_size}")
+    _check_geometry(stride, padding, what)
+    return cls.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    return _pool(MaxPool2d, x, kernel_size, stride, padding, 2, "max_pool2d")
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0):
+    return _pool(MaxPool2d, x, kernel_size, stride, padding, 1, "max_pool1d")
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    return _pool(AvgPool2d, x, kernel_size, stride, padding, 2, "avg_pool2d")
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0):
+    return _pool(AvgPool2d, x, kernel_size, stride, padding, 1, "avg_pool1d")

@@ -1,0 +1,187 @@
+"""N ranks with DistributedDataParallel == one process on the same global batches (float64, 1e-10).
+
+Every rank also trains the single-process reference on the whole global batch, so each rank
+compares its DDP model with an independent computation of the same steps."""
+import copy
+
+import numpy as np
+import pytest
+from dist_helpers import max_diff, shard
+
+import distbp as db
+from distbp import nn
+from distbp.dist import DistributedDataParallel
+from distbp.dist.sync_batchnorm import SyncBatchNorm
+from distbp.optim import SGD
+
+TOL = 1e-10
+
+
+def _data(n, in_shape, classes, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n,) + in_shape), rng.integers(0, classes, n)
+
+
+def _mean_loss(out, y):
+    return nn.functional.cross_entropy(out, y)
+
+
+def _run(make_model, comm, x, y, batch, steps, accumulate=1, loss_fn=_mean_loss, convert=None):
+    """Train a reference (full global batches) and a DDP copy (this rank's shards); return both.
+
+    With uneven shards each rank's loss is its SUM over samples * size / global count, so that
+    DDP's average of rank gradients is the gradient of the global mean (docs/distributed.md)."""
+    db.set_default_dtype(np.float64)
+    db.manual_seed(0)
+    ref = make_model()
+    mine = copy.deepcopy(ref)
+    if convert:
+        mine = convert(mine)
+    ddp = DistributedDataParallel(mine, comm, bucket_cap_mb=0.001)  # tiny buckets: several per step
+    opt_ref = SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    opt = SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    n = len(x)
+    for step in range(steps):
+        lo = (step * batch * accumulate) % n
+        idx = np.arange(lo, min(lo + batch * accumulate, n))
+        micro = np.array_split(idx, accumulate)
+        opt_ref.zero_grad()
+        opt.zero_grad()
+        for k, mb in enumerate(micro):
+            (loss_fn(ref(db.tensor(x[mb])), y[mb]) / accumulate).backward()
+            part = mb[shard(len(mb), comm.rank, comm.size)]
+            weight = comm.size / len(mb) / accumulate
+            if k < accumulate - 1:
+                with ddp.no_sync():
+                    (_sum_loss(ddp(db.tensor(x[part])), y[part]) * weight).backward()
+            else:
+                (_sum_loss(ddp(db.tensor(x[part])), y[part]) * weight).backward()
+        opt_ref.step()
+        opt.step()
+    return ref, ddp
+
+
+def _sum_loss(out, y):
+    return nn.functional.cross_entropy(out, y, reduction="sum")
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+@pytest.mark.mpi
+def test_mlp_on_n_ranks_equals_one_process(comm):
+    x, y = _data(8 * 4, (6,), 3)
+    ref, ddp = _run(_mlp, comm, x, y, batch=8, steps=20)
+    assert max_diff(ddp, ref) <= TOL
+
+
+@pytest.mark.mpi
+def test_mlp_with_gradient_accumulation_equals_one_process(comm):
+    x, y = _data(8 * 6, (6,), 3)
+    ref, ddp = _run(_mlp, comm, x, y, batch=8, steps=12, accumulate=3)
+    assert max_diff(ddp, ref) <= TOL
+
+
+@pytest.mark.mpi
+def test_mlp_with_uneven_batches_and_a_tail_smaller_than_the_world(comm):
+    # 7 samples per global batch do not divide by 2 or 4; the dataset of 23 ends in a batch of 2,
+    # so on 4 ranks two ranks have no sample in that step and still take part.
+    x, y = _data(23, (6,), 3)
+    ref, ddp = _run(_mlp, comm, x, y, batch=7, steps=4 * 3)
+    assert max_diff(ddp, ref) <= TOL
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 5 * 5, 3))
+
+
+@pytest.mark.mpi
+def test_cnn_with_sync_batchnorm_equals_one_process_batchnorm(comm):
+    x, y = _data(8 * 3, (2, 5, 5), 3)
+    ref, ddp = _run(_cnn, comm, x, y, batch=8, steps=12,
+                    convert=lambda m: SyncBatchNorm.convert_sync_batchnorm(m, comm))
+    assert isinstance(ddp.module[1], SyncBatchNorm)
+    assert max_diff(ddp, ref) <= TOL  # weights AND running_mean / running_var / num_batches_tracked
+
+
+class _GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.head(h[-1])
+
+
+@pytest.mark.mpi
+def test_gru_on_n_ranks_equals_one_process(comm):
+    x, y = _data(8 * 3, (4, 3), 3)
+    ref, ddp = _run(_GRUNet, comm, x, y, batch=8, steps=12)
+    assert max_diff(ddp, ref) <= TOL
+
+
+@pytest.mark.mpi
+def test_gradients_are_the_rank_average_closed_form(comm):
+    # loss_r = (rank + 1) * sum(w): grad_r = rank + 1, so the average is (size + 1) / 2.
+    db.set_default_dtype(np.float64)
+    lin = nn.Linear(2, 1, bias=False)
+    ddp = DistributedDataParallel(lin, comm)
+    (ddp(db.tensor(np.ones((1, 2)))).sum() * (comm.rank + 1)).backward()
+    np.testing.assert_allclose(lin.weight.grad, np.full((1, 2), (comm.size + 1) / 2), rtol=1e-15)
+    summed = DistributedDataParallel(nn.Linear(2, 1, bias=False), comm, average=False)
+    (summed(db.tensor(np.ones((1, 2)))).sum() * (comm.rank + 1)).backward()
+    np.testing.assert_allclose(summed.module.weight.grad, np.full((1, 2), comm.size * (comm.size + 1) / 2))
+
+
+@pytest.mark.mpi
+def test_constructor_broadcasts_rank0_parameters_and_buffers(comm):
+    db.manual_seed(comm.rank)  # different initial weights on every rank
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    model[1].running_mean[...] = comm.rank
+    DistributedDataParallel(model, comm)
+    for key, value in model.state_dict().items():
+        everyone = comm.allgather(value)
+        assert (everyone == everyone[0]).all(), key
+    assert (model[1].running_mean == 0).all()
+
+
+@pytest.mark.mpi
+def test_unused_parameter_is_zero_filled_and_named_once(comm):
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(2, 1), nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.used(x)
+
+    model = TwoHeads()
+    ddp = DistributedDataParallel(model, comm)
+    with pytest.warns(UserWarning, match=r"unused\.weight"):
+        ddp(db.tensor(np.ones((1, 2)))).sum().backward()
+    assert (model.unused.weight.grad == 0).all() and model.used.weight.grad is not None
+
+
+@pytest.mark.mpi
+def test_state_dict_has_no_module_prefix(comm):
+    model = nn.Sequential(nn.Linear(2, 2))
+    ddp = DistributedDataParallel(model, comm)
+    assert list(ddp.state_dict()) == ["0.weight", "0.bias"]
+    ddp.load_state_dict({k: np.zeros_like(v) for k, v in ddp.state_dict().items()})
+    assert (model[0].weight.data == 0).all()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_different_models_on_ranks_raise_on_every_rank(comm):
+    width = 3 if comm.rank == comm.size - 1 else 2
+    with pytest.raises(ValueError, match=rf"rank {comm.size - 1} has \('0.weight', \(1, 3\)"):
+        DistributedDataParallel(nn.Sequential(nn.Linear(width, 1)), comm)
+
+
+def test_bucket_cap_must_be_positive():
+    with pytest.raises(ValueError, match="Invalid bucket_cap_mb: 0"):
+        DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0)

@@ -1,0 +1,103 @@
+"""Config: TOML plus flags (flags win), and one clear line for each kind of bad input."""
+import dataclasses
+
+import pytest
+
+from distbp.config import FIELDS, ConfigError, TrainConfig, build_parser, parse_config
+
+
+def _toml(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_arguments():
+    cfg, explicit = parse_config([])
+    assert cfg == TrainConfig() and explicit == set()
+    assert (cfg.model, cfg.dataset, cfg.optimizer, cfg.dtype, cfg.device) == ("mlp", "digits", "sgd", "float32", "cpu")
+
+
+def test_toml_values_are_read_and_flags_win(tmp_path):
+    path = _toml(tmp_path, 'model = "linear"\nepochs = 3\nlr = 1\nhidden = [32, 16]\nresume = true\n')
+    cfg, explicit = parse_config(["--config", path, "--epochs", "5", "--batch-size", "8"])
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.hidden, cfg.batch_size) == ("linear", 5, 1.0, [32, 16], 8)
+    assert cfg.resume == "latest" and isinstance(cfg.lr, float)
+    assert explicit == {"model", "epochs", "lr", "hidden", "resume", "batch_size"}
+
+
+def test_flag_forms():
+    cfg, _ = parse_config(["--hidden", "64,32", "--resume", "--no-progress", "--label-column", "y"])
+    assert cfg.hidden == [64, 32] and cfg.resume == "latest" and cfg.progress is False and cfg.label_column == "y"
+    assert parse_config(["--resume", "a.safetensors"])[0].resume == "a.safetensors"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('lrr = 0.1\n', "unknown key 'lrr'; did you mean 'lr'?"),
+    ('zzz = 1\n', "unknown key 'zzz'; valid keys: model, dataset"),
+    ('epochs = "ten"\n', "epochs must be an integer, got 'ten'"),
+    ('epochs = 2.5\n', "epochs must be an integer, got 2.5"),
+    ('epochs = true\n', "epochs must be an integer, got True"),
+    ('lr = "big"\n', "lr must be a number"),
+    ('hidden = [1, "a"]\n', "hidden must be a list of integers"),
+    ('progress = 1\n', "progress must be true or false"),
+    ('model = 3\n', "model must be a string"),
+    ('epochs = \n', "is not valid TOML"),
+])
+def test_bad_toml_gives_one_line_naming_file_and_key(tmp_path, text, words):
+    path = _toml(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        parse_config(["--config", path])
+    assert words in str(e.value) and "\n" not in str(e.value).strip()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--epoch", "3"], "unrecognized arguments: --epoch"),      # no silent abbreviation
+    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["--lr", "abc"], "argument --lr: invalid float value"),
+    (["--hidden", "1,b"], "comma-separated integers"),
+    (["--config", "/nonexistent/c.toml"], "config file /nonexistent/c.toml not found"),
+])
+def test_bad_flags_give_one_line(argv, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        parse_config(argv)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "resnet"], "invalid model 'resnet': choose one of mlp, linear, cnn, gru, lstm"),
+    (["--optimizer", "lbfgs"], "invalid optimizer 'lbfgs'"),
+    (["--dtype", "float16"], "invalid dtype 'float16'"),
+    (["--device", "tpu"], "invalid device 'tpu'"),
+    (["--epochs", "0"], "invalid epochs 0: must be at least 1"),
+    (["--batch-size", "-2"], "invalid batch_size -2"),
+    (["--steps", "-1"], "invalid steps -1: must be 0 or more"),
+    (["--lr", "0"], "invalid lr 0.0: must be a positive number"),
+    (["--lr", "inf"], "invalid lr inf"),
+    (["--dropout", "1"], "invalid dropout 1.0: must be in [0, 1)"),
+    (["--momentum", "1"], "invalid momentum 1.0: must be in [0, 1)"),
+    (["--val-fraction", "0.5", "--test-fraction", "0.5"], "val_fraction + test_fraction must be below 1"),
+    (["--test-fraction", "0"], "invalid test_fraction 0.0"),
+    (["--hidden", "0"], "invalid hidden [0]"),
+    (["--keep-checkpoints", "0"], "invalid keep_checkpoints 0"),
+])
+def test_bad_values_name_key_value_and_rule(argv, words):
+    with pytest.raises(ConfigError) as e:
+        parse_config(argv)
+    assert words in str(e.value)
+
+
+def test_help_documents_every_setting(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in FIELDS:
+        flag = "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
+        assert flag in out, flag
+    assert all(f.metadata.get("help") for f in dataclasses.fields(TrainConfig))
+
+
+def test_model_names_match_the_zoo():
+    from distbp import config, models
+    assert config.MODELS == models.MODELS and tuple(config.ACTIVATIONS) == tuple(models.ACTIVATIONS)

@@ -1,0 +1,73 @@
+"""The model zoo: sizes follow the dataset, gradients are right, bad options are one clear error."""
+import numpy as np
+import pytest
+
+import distbp as db
+import distbp.nn.functional as F
+from distbp.models import build_model
+
+
+def test_mlp_layer_sizes_and_parameter_count():
+    m = build_model("mlp", (64,), 10, hidden=[32, 16])
+    shapes = [tuple(p.shape) for p in m.parameters()]
+    assert shapes == [(32, 64), (32,), (16, 32), (16,), (10, 16), (10,)]
+    default = build_model("mlp", (64,), 10)
+    assert sum(p.data.size for p in default.parameters()) == 64 * 128 + 128 + 128 * 10 + 10
+
+
+def test_linear_model_is_one_affine_map():
+    m = build_model("linear", (3,), 2)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    w, b = m[1].weight.data, m[1].bias.data
+    np.testing.assert_allclose(m(db.tensor(x)).numpy(), x @ w.T + b, rtol=1e-6)
+
+
+def test_mlp_loss_gradient_matches_finite_differences():
+    db.set_default_dtype(np.float64)
+    m = build_model("mlp", (4,), 3, hidden=[5], activation="tanh")
+    y = np.array([0, 2, 1])
+
+    x = db.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    db.gradcheck(lambda x: F.cross_entropy(m(x), y, reduction="sum"), [x])
+    # the parameters are perturbed in place, so the model itself is the function of its weights
+    db.gradcheck(lambda w1, w3: F.cross_entropy(m(x), y, reduction="sum"), [m[1].weight, m[3].weight])
+
+
+@pytest.mark.parametrize("name", ["cnn", "gru", "lstm"])
+def test_image_models_map_a_batch_to_one_row_of_outputs_each(name):
+    m = build_model(name, (64,), 10, hidden=[8], image_shape=(1, 8, 8))
+    out = m(db.tensor(np.zeros((3, 64), np.float32)))
+    assert out.shape == (3, 10)
+
+
+def test_recurrent_model_reads_image_rows_as_time_steps():
+    db.set_default_dtype(np.float64)
+    m = build_model("gru", (12,), 2, hidden=[3], image_shape=(1, 3, 4))
+    x = np.random.default_rng(1).standard_normal((2, 12))
+    out, _ = m.rnn(db.tensor(x.reshape(2, 3, 4)))           # rows (N, H=3 steps, W=4 features)
+    expected = out[:, -1].numpy() @ m.head.weight.data.T + m.head.bias.data
+    np.testing.assert_allclose(m(db.tensor(x)).numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"name": "resnet"}, "unknown model 'resnet'"),
+    ({"name": "mlp", "activation": "gelu"}, "unknown activation 'gelu'"),
+    ({"name": "mlp", "hidden": [0]}, "Invalid hidden sizes"),
+    ({"name": "mlp", "dropout": 1.0}, "Invalid dropout probability: 1.0"),
+    ({"name": "cnn", "input_shape": (10,)}, "cannot view inputs of shape (10,) as an image"),
+    ({"name": "cnn", "input_shape": (4,)}, "at least 4x4"),
+])
+def test_bad_model_options_are_one_clear_error(kwargs, words):
+    kwargs = {"input_shape": (64,), **kwargs}
+    with pytest.raises(ValueError) as e:
+        build_model(kwargs.pop("name"), kwargs.pop("input_shape"), 10, **kwargs)
+    assert words in str(e.value)
+
+
+def test_mlp_dropout_layers_follow_each_hidden_activation_and_are_off_in_eval():
+    m = build_model("mlp", (4,), 2, hidden=[8, 8], dropout=0.5)
+    kinds = [type(layer).__name__ for layer in m]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    x = db.tensor(np.ones((3, 4), np.float32))
+    m.eval()
+    np.testing.assert_array_equal(m(x).numpy(), m(x).numpy())

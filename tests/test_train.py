@@ -1,0 +1,259 @@
+"""python -m distbp.train: accuracy of the default run, exact resume, data-parallel step math, and
+bad input always ending as one line on stderr with exit status 2."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import distbp as db
+from distbp import checkpoint
+from distbp.data import global_batches, load_dataset, shard
+from distbp.dist import SelfComm
+from distbp.models import build_model
+from distbp.optim import SGD
+from distbp.train import main, train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--no-progress", "--epochs", "2"]
+
+
+def _weights(path):
+    return {k: v for k, v in load_file(str(path)).items()}
+
+
+def test_no_argument_run_reaches_95_percent_test_accuracy(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "confusion matrix" in out
+    # recompute the accuracy independently from the saved weights and the test split
+    path = checkpoint.latest("checkpoints")
+    data = load_dataset("digits", seed=0)
+    model = build_model("mlp", (64,), 10)
+    checkpoint.restore(checkpoint.load(path), model)
+    pred = model(db.tensor(data.test[0])).numpy().argmax(axis=1)
+    acc = float(np.mean(pred == data.test[1]))
+    assert acc >= 0.95
+    assert f"test accuracy {acc:.4f}" in out
+
+
+@pytest.mark.parametrize("opt", [["--optimizer", "sgd"], ["--optimizer", "adam", "--lr", "0.003"],
+                                 ["--dropout", "0.3"]])      # dropout: the RNG state must be restored too
+def test_resumed_run_ends_with_exactly_the_weights_of_an_unbroken_run(tmp_path, opt):
+    # digits: 1258 training samples, batch 64 -> 20 steps per epoch; stop at 27 = mid epoch 2
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(FAST + opt + ["--checkpoint-dir", str(full)]) == 0
+    assert main(FAST + opt + ["--checkpoint-dir", str(part), "--steps", "27", "--checkpoint-every", "9"]) == 0
+    ck = checkpoint.load(checkpoint.latest(part))
+    assert (ck.meta["step"], ck.meta["epoch"], ck.meta["batch"]) == (27, 1, 7)
+    assert main(FAST + ["--checkpoint-dir", str(part), "--resume"]) == 0   # settings come from the checkpoint
+    a, b = _weights(full / "ckpt-00000040.safetensors"), _weights(part / "ckpt-00000040.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_a_checkpoint_at_an_epoch_boundary_is_exact(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(FAST + ["--checkpoint-dir", str(full), "--dataset", "xor", "--batch-size", "100"]) == 0
+    assert main(FAST + ["--checkpoint-dir", str(part), "--dataset", "xor", "--batch-size", "100",
+                        "--steps", "7"]) == 0     # 700 samples: 7 steps is exactly one epoch
+    assert checkpoint.load(checkpoint.latest(part)).meta["epoch"] == 1
+    assert main(FAST + ["--checkpoint-dir", str(part), "--resume", str(checkpoint.latest(part))]) == 0
+    a, b = _weights(full / "ckpt-00000014.safetensors"), _weights(part / "ckpt-00000014.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_rank_shards_sum_to_the_single_process_step_even_for_a_tiny_last_batch(size):
+    """Each rank's step uses sum-of-losses / global batch; with plain SGD at lr=1 a rank's weight change
+    is minus its gradient, so the changes of all ranks must add up to the one-process change."""
+    db.set_default_dtype(np.float64)
+    data = load_dataset("digits", seed=0)
+    X, y = data.train[0].astype(np.float64), data.train[1]
+    last = global_batches(len(X), 64, seed=0, epoch=0)[-1]      # 1258 = 19*64 + 42
+    tiny = last[:size - 1]                                        # fewer samples than ranks: one rank is empty
+    db.manual_seed(1)
+    base = build_model("mlp", (64,), 10, hidden=[16])
+    for batch in (last, tiny):
+        def delta(indices, batch=batch):
+            model = copy.deepcopy(base)
+            train_step(model, SGD(model.parameters(), lr=1.0), X[indices], y[indices], len(batch),
+                       "classification", SelfComm())
+            return [p.data - q.data for p, q in zip(model.parameters(), base.parameters())]
+
+        whole = delta(batch)
+        parts = [delta(shard(batch, r, size)) for r in range(size)]
+        assert any(len(shard(batch, r, size)) == 0 for r in range(size)) == (batch is tiny)
+        for i, w in enumerate(whole):
+            np.testing.assert_allclose(sum(p[i] for p in parts), w, rtol=1e-10, atol=1e-12)
+
+
+def test_log_dir_gets_json_lines_for_train_val_and_test(tmp_path):
+    assert main(FAST + ["--checkpoint-dir", str(tmp_path / "c"), "--log-dir", str(tmp_path / "log")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "log" / "metrics.jsonl").read_text().splitlines()]
+    splits = [r["split"] for r in records]
+    assert splits.count("train") == 40 and splits.count("val") == 2 and splits[-1] == "test"
+    assert records[-1]["confusion_matrix"] and 0 <= records[-1]["accuracy"] <= 1
+
+
+def test_keeps_only_the_newest_checkpoints(tmp_path):
+    assert main(FAST + ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "5", "--keep-checkpoints", "2"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-00000035.safetensors", "ckpt-00000040.safetensors"]
+
+
+def test_linear_regression_from_the_command_line(tmp_path, capsys):
+    assert main(["--no-progress", "--dataset", "regression", "--model", "linear", "--epochs", "5", "--lr", "0.05",
+                 "--checkpoint-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    r2 = float(out.split("r2 ")[-1].split()[0])
+    assert r2 > 0.99
+
+
+# ----- bad input: one line on stderr, exit 2, no traceback (run as a user would) -----
+def _cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, DISTBP_NO_MPI="1")
+    return subprocess.run([sys.executable, "-m", "distbp.train", "--no-progress", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=120, check=False)
+
+
+def _one_line_error(result, words):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("distbp.train: error: ") and words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--nope"], "unrecognized arguments: --nope"),
+    (["--epochs", "many"], "invalid int value: 'many'"),
+    (["--dataset", "/no/such/folder"], "neither a built-in"),
+    (["--resume"], "--resume: no checkpoint"),
+    (["--resume", "/no/ckpt.safetensors"], "checkpoint /no/ckpt.safetensors does not exist"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
+    _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), *args), words)
+
+
+def test_cli_unknown_config_key_and_missing_idx_folder(tmp_path):
+    (tmp_path / "c.toml").write_text("epochz = 3\n")
+    _one_line_error(_cli("--config", str(tmp_path / "c.toml")), "unknown key 'epochz'; did you mean 'epochs'?")
+    (tmp_path / "mnist").mkdir()
+    _one_line_error(_cli("--dataset", str(tmp_path / "mnist")), "has no MNIST IDX files")
+
+
+def test_cli_corrupt_checkpoint_and_checkpoint_of_another_model(tmp_path):
+    ck = tmp_path / "c"
+    assert main(FAST + ["--checkpoint-dir", str(ck), "--steps", "3"]) == 0
+    _one_line_error(_cli("--checkpoint-dir", str(ck), "--resume", "--model", "linear"),
+                    "was written with model='mlp' but this run asks for model='linear'")
+    path = checkpoint.latest(ck)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 100)
+    _one_line_error(_cli("--checkpoint-dir", str(ck), "--resume"), f"checkpoint {path} is truncated or corrupt")
+
+
+def test_cli_diverging_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    result = _cli("--checkpoint-dir", str(tmp_path), "--lr", "1e6", "--checkpoint-every", "2")
+    _one_line_error(result, "at step")
+    step = int(result.stderr.split("at step ")[1].split()[0])
+    kept = checkpoint.latest(tmp_path)
+    ck = checkpoint.load(kept)                                 # intact and loadable
+    assert ck.meta["step"] == (step - 1) // 2 * 2 and "is intact" in result.stderr
+    assert all(np.isfinite(v).all() for v in ck.model.values())
+
+
+MPIEXEC = os.path.join(ROOT, ".venv", "bin", "mpiexec")
+needs_mpi = pytest.mark.skipif(not os.path.exists(MPIEXEC), reason="no mpiexec in .venv")
+
+
+def _mpi_train(n, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1")
+    env.pop("DISTBP_NO_MPI", None)
+    subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "distbp.train", *args], check=True,
+                   capture_output=True, env=env, timeout=120)
+
+
+def _assert_close(dir_a, dir_b):
+    a, b = _weights(checkpoint.latest(dir_a)), _weights(checkpoint.latest(dir_b))
+    assert a.keys() == b.keys()
+    for k in a:   # same math; only the summation order differs across ranks: float32 rounding
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+@needs_mpi
+def test_two_ranks_match_one_process(tmp_path):
+    args = [*FAST, "--epochs", "1", "--batch-size", "50"]
+    _mpi_train(2, *args, "--checkpoint-dir", str(tmp_path / "two"))
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    _assert_close(tmp_path / "one", tmp_path / "two")
+
+
+@needs_mpi
+def test_a_run_resumed_on_three_ranks_continues_the_one_rank_run(tmp_path):
+    # 1258 samples, global batch 50: 26 steps per epoch; stop mid-epoch at 13, finish on 3 ranks
+    args = [*FAST, "--epochs", "1", "--batch-size", "50"]
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "mix"), "--steps", "13"]) == 0
+    _mpi_train(3, *args, "--checkpoint-dir", str(tmp_path / "mix"), "--resume")
+    assert checkpoint.load(checkpoint.latest(tmp_path / "mix")).meta["world_size"] == 3
+    _assert_close(tmp_path / "one", tmp_path / "mix")
+
+def test_plot_reads_the_run_log_and_writes_a_png_or_says_matplotlib_is_missing(tmp_path, capsys):
+    from distbp import plot
+    assert plot.main([str(tmp_path)]) == 2
+    assert "no metrics.jsonl in" in capsys.readouterr().err
+    assert main(FAST + ["--checkpoint-dir", str(tmp_path / "c"), "--log-dir", str(tmp_path)]) == 0
+    series = plot.read_metrics(str(tmp_path))
+    assert len(series["train"]) == 40 and len(series["val"]) == 2
+    capsys.readouterr()
+    code = plot.main([str(tmp_path)])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 2
+        assert capsys.readouterr().err.strip() == ("distbp.plot: error: matplotlib is not installed; "
+                                                   "pip install 'distbp[plot]'")
+    else:
+        assert code == 0 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_keras_mnist_example_learns_its_demo_idx_files():
+    env = dict(os.environ, PYTHONPATH=ROOT, DISTBP_NO_MPI="1")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "keras_mnist_mlp.py"), "--demo",
+                             "--epochs", "1"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy ")[1].split(",")[0])
+    assert accuracy > 0.9     # the class is written as one bright row: any working MLP finds it
+
+
+def test_csv_file_with_named_label_column_trains_from_the_command_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    label = np.where(X[:, 0] + X[:, 2] > 0, "yes", "no")
+    rows = "".join(f"{a:.5f},{lab},{b:.5f},{c:.5f}\n" for (a, b, c), lab in zip(X, label))
+    (tmp_path / "d.csv").write_text("a,answer,b,c\n" + rows)
+    assert main(["--no-progress", "--dataset", str(tmp_path / "d.csv"), "--label-column", "answer", "--model",
+                 "linear", "--epochs", "30", "--lr", "0.1", "--checkpoint-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("test accuracy ")[1].split()[0]) >= 0.9     # a linearly separable rule
+    header = next(line for line in out.splitlines() if line.startswith("true\\pred"))
+    assert header.split()[1:] == ["no", "yes"]                          # class names label the matrix
+
+
+def test_cli_unwritable_places_and_missing_gpu_are_one_line_errors(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    _one_line_error(_cli("--checkpoint-dir", str(blocker / "c"), "--steps", "1"), "cannot write checkpoint")
+    _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), "--log-dir", str(blocker / "log"),
+                         "--steps", "1"), "cannot write the metrics log")
+    if not db.cuda_available():
+        _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), "--device", "cuda"), "--device cuda")
+
+
+def test_float64_training_keeps_float64_weights(tmp_path):
+    assert main([*FAST, "--dtype", "float64", "--steps", "3", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert all(v.dtype == np.float64 for v in _weights(checkpoint.latest(tmp_path)).values())
