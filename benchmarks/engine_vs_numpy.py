@@ -6,12 +6,14 @@ written by hand in NumPy, and PyTorch when it is importable.
     python benchmarks/engine_vs_numpy.py --sizes 8,8,4 --batch 4   # tiny: shows pure Python overhead
 
 The implementations are timed interleaved (A, B, C, A, B, C, ...) and each keeps its best block, so
-a noisy neighbour slows all of them alike; compare figures from one run only. Before timing, one
+a noisy neighbour slows all of them alike; compare figures from one run only (they vary up to 2x
+from run to run on a shared machine). Before timing, one
 step of each is checked to produce the same weights, so all three do the same work.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -130,7 +132,7 @@ def run_config(sizes, batch, repeats, target_s, with_torch):
     rng = np.random.default_rng(0)
     # nn.Linear's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), in float32
     weights = [((rng.uniform(-1, 1, (o, i)) / np.sqrt(i)).astype(np.float32),
-                (rng.uniform(-1, 1, o) / np.sqrt(i)).astype(np.float32)) for i, o in zip(sizes[:-1], sizes[1:])]
+                (rng.uniform(-1, 1, o) / np.sqrt(i)).astype(np.float32)) for i, o in itertools.pairwise(sizes)]
     x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch)
     impls = {"numpy": numpy_step, "distbp": engine_step}
@@ -159,8 +161,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="BLAS threads (threadpoolctl)")
     ap.add_argument("--sizes", help="MLP layer sizes, e.g. 784,128,10 (default: the two issue-2 MLPs)")
     ap.add_argument("--batch", type=int, default=128, help="batch size with --sizes")
-    ap.add_argument("--repeats", type=int, default=7, help="timed blocks per implementation")
-    ap.add_argument("--block-seconds", type=float, default=0.3, help="length of one timed block")
+    # many short blocks: on a shared machine the best block is the one no neighbour disturbed
+    ap.add_argument("--repeats", type=int, default=25, help="timed blocks per implementation")
+    ap.add_argument("--block-seconds", type=float, default=0.05, help="length of one timed block")
     ap.add_argument("--no-torch", action="store_true", help="skip torch even when importable")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args(argv)

@@ -16,7 +16,6 @@ __version__ = "0.1.0"
 
 
 def _new(fill, shape, dtype, requires_grad, device):
-    import numpy
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     t = Tensor(fill(shape, dtype or get_default_dtype()), requires_grad=requires_grad)
     return t.to(device) if device else t

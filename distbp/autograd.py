@@ -335,6 +335,11 @@ class Tensor(_TensorOps):
             gradient = backend.get_array_module(self.data).array(1, dtype=self.data.dtype).reshape(self.data.shape)
         else:
             gradient = _as_array(gradient, self.data)
+            if numpy.shape(gradient) != self.data.shape:
+                raise RuntimeError(f"gradient has shape {numpy.shape(gradient)}, but the tensor has shape "
+                                   f"{self.data.shape}; pass one gradient element per tensor element")
+            if not backend.is_array(gradient):  # a Python number for a 0-d tensor
+                gradient = backend.get_array_module(self.data).asarray(gradient, dtype=self.data.dtype)
         _run_backward(self, gradient, retain_graph)
 
 

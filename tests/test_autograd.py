@@ -352,3 +352,30 @@ def test_item_float_and_bool_of_one_element_tensors():
 
 def test_repr_shows_values_and_grad_flag():
     assert repr(db.tensor([1.0], requires_grad=True)) == "tensor([1.], requires_grad=True)"
+
+
+def test_backward_rejects_a_gradient_of_the_wrong_shape():
+    with pytest.raises(RuntimeError, match=r"shape \(3,\).*shape \(2,\)"):
+        (t64(2) * 2).backward(np.ones(3))
+
+
+def test_backward_accepts_a_number_as_the_gradient_of_a_scalar():
+    x = t64(2)
+    (x * 2).sum().backward(3.0)
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_a_branch_that_returns_no_gradient_still_lets_the_leaf_finish():
+    class NoGrad(Function):  # claims its input but returns None for it (like a stop-gradient)
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, gy):
+            return (None,)
+
+    x = t64(3)
+    fired = []
+    x.register_post_accumulate_grad_hook(lambda t: fired.append(t.grad.copy()))
+    (NoGrad.apply(x.exp()).sum() + (x * 2).sum()).backward()
+    np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
+    assert len(fired) == 1

@@ -91,6 +91,13 @@ def test_cross_entropy_rejects_float_targets_and_bad_reduction():
         F.cross_entropy(z, [0, 1], reduction="avg")
 
 
+def test_cross_entropy_rejects_targets_whose_shape_does_not_fit_the_logits():
+    with pytest.raises(ValueError, match=r"logits \(3, 4\) and targets \(2,\)"):
+        F.cross_entropy(t64(3, 4), np.array([0, 1]))
+    with pytest.raises(ValueError, match="targets"):
+        F.cross_entropy(t64(4), np.array([0]))
+
+
 def test_cross_entropy_rejects_negative_targets_other_than_ignore_index():
     with pytest.raises(ValueError, match="-1"):
         F.cross_entropy(t64(2, 3), np.array([0, -1]))

@@ -84,7 +84,8 @@ def test_conv_matches_torch_with_its_weights():
     torch = torch_or_skip()
     cases = [(torch.nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2)),
               nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2)), (2, 3, 7, 6)),
-             (torch.nn.Conv1d(3, 4, 3, stride=2, padding=1), nn.Conv1d(3, 4, 3, stride=2, padding=1), (2, 3, 9))]
+             (torch.nn.Conv1d(3, 4, 3, stride=2, padding=1), nn.Conv1d(3, 4, 3, stride=2, padding=1),
+              (2, 3, 9))]
     for tmod, mod, shape in cases:
         tmod = tmod.double()
         mod.double().load_state_dict({k: v.detach().numpy() for k, v in tmod.state_dict().items()})
@@ -97,3 +98,20 @@ def test_conv_matches_torch_with_its_weights():
         np.testing.assert_allclose(xd.grad, xt.grad.numpy(), atol=1e-10)
         np.testing.assert_allclose(mod.weight.grad, tmod.weight.grad.numpy(), atol=1e-10)
         np.testing.assert_allclose(mod.bias.grad, tmod.bias.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_small_cnn_matches_gradcheck_in_train_and_eval_modes(mode):
+    db.set_default_dtype(np.float64)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Dropout(0.3), nn.Flatten(), nn.Linear(2 * 2 * 2, 3))
+    model[1].running_mean[...] = [0.2, -0.1]
+    model[1].running_var[...] = [1.5, 0.7]
+    getattr(model, mode)()
+    assert all(m.training == (mode == "train") for m in model.modules())
+
+    def fn(x, *params):
+        db.manual_seed(11)  # the same dropout mask at every evaluation
+        return model(x)
+
+    assert db.gradcheck(fn, [t64(3, 1, 4, 4), *model.parameters()])

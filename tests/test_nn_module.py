@@ -178,4 +178,4 @@ def test_module_to_float64_casts_parameters_in_place():
 
 def test_missing_attribute_error_names_the_module():
     with pytest.raises(AttributeError, match="'Linear' object has no attribute 'nope'"):
-        nn.Linear(1, 1).nope
+        _ = nn.Linear(1, 1).nope

@@ -5,7 +5,6 @@ import pytest
 from conftest import t64
 
 import distbp as db
-from distbp import ops
 
 
 def test_reshape_and_view_match_numpy_and_gradcheck():

@@ -8,7 +8,9 @@ size when averaging) and starts the bucket's nonblocking allreduce the moment th
 in bucket order on every rank. Each hook call also `test()`s the outstanding requests: MPICH only
 progresses a nonblocking collective inside MPI calls (PLATFORM.md), so this is what lets the
 reduction run behind the rest of backward. A callback queued by forward waits for every bucket at
-the end of `loss.backward()` and points each `.grad` at its slice of the reduced bucket.
+the end of `loss.backward()`. Each `.grad` is then a view of its slice of the reduced bucket (torch's
+gradient_as_bucket_view): the next synchronised backward overwrites it, so copy a gradient you
+want to keep across steps.
 
 Sync points (every rank must reach them): the constructor; each forward in training mode when
 `broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`.
@@ -81,7 +83,6 @@ class _Bucket:
             self.offsets.append(n)
             n += p.data.size
         self.numel = n
-        self.buffers = None
         self.buffer = None
         self.ready = 0
         self.request = None
@@ -163,11 +164,8 @@ class DistributedDataParallel(Module):
         self.iteration += 1
         set_step(self.iteration)
         for b in self._buckets:
-            # Two buffers taken in turn: last step's .grad arrays are views of the other one and stay
-            # valid through this step, and no step pays for fresh pages (a new 8 MB array costs 2x).
-            if b.buffers is None:
-                b.buffers = (b.xp.empty(b.numel, dtype=b.dtype), b.xp.empty(b.numel, dtype=b.dtype))
-            b.buffer = b.buffers[self.iteration % 2]
+            if b.buffer is None:  # allocated once: fresh pages every step would cost as much as the copy
+                b.buffer = b.xp.empty(b.numel, dtype=b.dtype)
             b.ready, b.request = 0, None
             b.filled = [False] * len(b.params)
         self._next = 0  # buckets start in index order on every rank, whatever order they fill in
@@ -206,6 +204,9 @@ class DistributedDataParallel(Module):
             raise RuntimeError(f"gradient of {self._names[id(p)]} became final twice in one DDP step; call "
                                "the wrapped model again before each backward, or accumulate under no_sync()")
         self._copy_in(b, i, p.grad)
+        # From now on .grad is the bucket slice (reduced in place later); the array backward made is
+        # dropped at once, which keeps the memory in use, and so the cache misses, near one process's.
+        p.grad = b.view(i)
         b.filled[i] = True
         b.ready += 1
         self._start_ready_buckets()
@@ -239,6 +240,7 @@ class DistributedDataParallel(Module):
                 if not b.filled[i]:
                     if p.grad is not None:  # accumulated under no_sync, but not touched by this backward
                         self._copy_in(b, i, p.grad)
+                        p.grad = b.view(i)
                     else:
                         b.view(i)[...] = 0
                         unused.append(self._names[id(p)])
@@ -252,7 +254,8 @@ class DistributedDataParallel(Module):
         for b in self._buckets:
             b.request.wait()
             for i, p in enumerate(b.params):
-                p.grad = b.view(i)
+                if p.grad is None:
+                    p.grad = b.view(i)
         self.last_comm_wait_s = time.perf_counter() - t0
 
     # ----- state without the wrapper's prefix (PAINS #6) -----

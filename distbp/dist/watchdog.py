@@ -46,31 +46,36 @@ class Record:
 
     seq: int
     op: str
-    dtype: str
+    dtype: object  # numpy dtype, or None for pickled objects (str() only when printed: it is slow)
     shape: tuple
-    site: str
+    site: tuple  # (file, line)
     step: int
     t0: float = 0.0
 
     def describe(self) -> str:
-        return f"#{self.seq} {self.op}({self.dtype}{list(self.shape)}) at step {self.step}, called from {self.site}"
+        where = f"{os.path.basename(self.site[0])}:{self.site[1]}"
+        dtype = "object" if self.dtype is None else str(self.dtype)
+        return f"#{self.seq} {self.op}({dtype}{list(self.shape)}) at step {self.step}, called from {where}"
 
     def fingerprint(self) -> numpy.ndarray:
         shape_hash = hash(tuple(self.shape)) & 0x7FFFFFFFFFFF
-        dtype_code = sum(map(ord, self.dtype))
+        dtype_code = -1 if self.dtype is None else sum(map(ord, str(self.dtype)))
         return numpy.array([self.seq, _OPS.index(self.op), dtype_code, len(self.shape), shape_hash],
                            dtype=numpy.int64)
 
 
-def call_site() -> str:
-    """file:line of the first caller outside distbp.dist (the user's line that started the call)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    frame = sys._getframe(2)
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def call_site() -> tuple:
+    """(file, line) of the first caller outside distbp.dist: the user's line that started the call.
+    Kept cheap (a prefix test per frame, formatted only when printed): it runs on every collective."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_HERE):
         frame = frame.f_back
     if frame is None:
-        return "?"
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+        return ("?", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
 
 
 class Watchdog:
@@ -83,6 +88,9 @@ class Watchdog:
         self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
         self.side = mpi_comm.Dup()  # status questions and fingerprints never mix with user traffic
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        if not self.timeout > 0:
+            raise ValueError(f"Invalid collective timeout: {self.timeout} s; use a positive number of seconds "
+                             "(DISTBP_COLLECTIVE_TIMEOUT or MPIComm(timeout=...))")
         self.debug = bool(os.environ.get("DISTBP_DEBUG_COLLECTIVES")) if debug is None else debug
         self.seq = 0
         self.current: Record | None = None
@@ -94,7 +102,7 @@ class Watchdog:
         if collective:
             self.seq += 1
         shape = tuple(getattr(array, "shape", ()))
-        dtype = str(getattr(array, "dtype", "object"))
+        dtype = getattr(array, "dtype", None)
         rec = Record(self.seq, op, dtype, shape, call_site(), _step)
         if collective and self.debug:
             self._check_fingerprints(rec)

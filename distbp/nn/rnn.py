@@ -129,11 +129,10 @@ class LSTM(_RNNBase):
         x = self._check_input(x)
         h0 = self._initial(None if hx is None else hx[0], x, "h_0")
         c0 = self._initial(None if hx is None else hx[1], x, "c_0")
-        hid = self.hidden_size
         out, h_n, c_n = x, [], []
         for k in range(self.num_layers):
             y = lstm_layer(self._between_layers(out) if k else out, h0[k], c0[k], *self._layer_params(k))
-            out = getitem(y, (slice(None), slice(None), slice(0, hid)))
-            h_n.append(getitem(y, (-1, slice(None), slice(0, hid))))
-            c_n.append(getitem(y, (-1, slice(None), slice(hid, None))))
+            out = getitem(y, (slice(None), 0))   # y: (T, 2, B, H), h_t at [t, 0], c_t at [t, 1]
+            h_n.append(getitem(y, (-1, 0)))
+            c_n.append(getitem(y, (-1, 1)))
         return self._output(out), (stack(h_n), stack(c_n))

@@ -240,7 +240,7 @@ def div(a, b):
     return Div.apply(a, _tensorish(b, a))
 
 
-def pow(a, b):  # noqa: A001 - torch.pow
+def pow(a, b):
     return Pow.apply(a, _tensorish(b, a))
 
 
@@ -260,11 +260,11 @@ def sqrt(x):
     return Sqrt.apply(x)
 
 
-def abs(x):  # noqa: A001 - torch.abs
+def abs(x):
     return Abs.apply(x)
 
 
-def clip(x, min=None, max=None):  # noqa: A002 - torch.clamp's argument names
+def clip(x, min=None, max=None):
     return Clip.apply(x, lo=min, hi=max)
 
 

@@ -165,25 +165,29 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100):
     t = target.data if isinstance(target, Tensor) else get_array_module(logits.data).asarray(target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy expects integer class targets, got dtype {t.dtype}")
+    shape = logits.shape
+    if len(shape) < 2 or t.shape != shape[:1] + shape[2:]:
+        raise ValueError(f"cross_entropy needs logits (N, C, d...) and targets (N, d...); got logits "
+                         f"{tuple(shape)} and targets {t.shape}")
     return CrossEntropy.apply(logits, t, reduction=reduction, ignore_index=ignore_index)
 
 
-def mse_loss(input, target, reduction="mean"):  # noqa: A002 - torch's argument name
+def mse_loss(input, target, reduction="mean"):
     _check_reduction(reduction)
     return MSE.apply(input, _target(target, input), reduction=reduction)
 
 
-def l1_loss(input, target, reduction="mean"):  # noqa: A002
+def l1_loss(input, target, reduction="mean"):
     _check_reduction(reduction)
     return L1.apply(input, _target(target, input), reduction=reduction)
 
 
-def binary_cross_entropy(input, target, reduction="mean"):  # noqa: A002
+def binary_cross_entropy(input, target, reduction="mean"):
     _check_reduction(reduction)
     return BCE.apply(input, _target(target, input), reduction=reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight=None):  # noqa: A002
+def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight=None):
     _check_reduction(reduction)
     pw = pos_weight.data if isinstance(pos_weight, Tensor) else pos_weight
     return BCEWithLogits.apply(input, _target(target, input), reduction=reduction, pos_weight=pw)

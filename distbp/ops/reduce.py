@@ -103,7 +103,7 @@ class LogSoftmax(Function):
         return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
 
 
-def sum(x, dim=None, keepdim=False, *, axis=None):  # noqa: A001 - torch.sum
+def sum(x, dim=None, keepdim=False, *, axis=None):
     dim = axis if axis is not None else dim
     return Sum.apply(x, axes=_axes(dim, x.ndim), keepdim=keepdim)
 
@@ -121,7 +121,7 @@ def amax(x, dim=None, keepdim=False, *, axis=None):
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
-def max(x, dim=None, keepdim=False, *, axis=None):  # noqa: A001 - torch.max
+def max(x, dim=None, keepdim=False, *, axis=None):
     """torch.max: the overall maximum with no dim; (values, indices) along one dim."""
     dim = axis if axis is not None else dim
     if dim is None:

@@ -15,58 +15,18 @@ from ..autograd import Function
 from ..backend import get_array_module
 
 
-def _sigmoid_(a, xp):
-    """In-place logistic function via tanh (no overflow warnings for large |a|)."""
-    a *= 0.5
-    xp.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
-    return a
-
-
-class _Recurrent(Function):
-    """Shared bookkeeping: input projection before the loop, weight gradients after it."""
-
-    def _project(self, x, w_ih, b):
-        t, bsz, i = x.shape
-        gi = (x.reshape(t * bsz, i) @ w_ih.T).reshape(t, bsz, -1)
-        if b is not None:
-            gi += b
-        return gi
-
-    def _weight_grads(self, dgh, dgi, x, h0, hs, w_ih, grads_out):
-        """Fill gx, gh0's siblings: gw_ih, gw_hh, gb_ih, gb_hh from per-step gate gradients."""
-        t, bsz, i = x.shape
-        need = self.needs_input_grad
-        gx = gw_ih = gw_hh = gb_ih = gb_hh = None
-        g2i = dgi.reshape(t * bsz, -1)
-        if need[0]:
-            gx = (g2i @ w_ih).reshape(x.shape)
-        if need[self.W_IH]:
-            gw_ih = g2i.T @ x.reshape(t * bsz, i)
-        if need[self.W_IH + 1]:
-            xp = get_array_module(x)
-            hprev = xp.concatenate([h0[None], hs[:-1]]) if t > 1 else h0[None]
-            gw_hh = dgh.reshape(t * bsz, -1).T @ hprev.reshape(t * bsz, -1)
-        if self.has_bias:
-            gb_ih = dgi.sum(axis=(0, 1)) if need[self.W_IH + 2] else None
-            gb_hh = dgh.sum(axis=(0, 1)) if need[self.W_IH + 3] else None
-            return (gx, *grads_out, gw_ih, gw_hh, gb_ih, gb_hh)
-        return (gx, *grads_out, gw_ih, gw_hh)
-
-
-class RNNLayer(_Recurrent):
+class RNNLayer(Function):
     """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu. Output (T, B, H)."""
-
-    W_IH = 2
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
         xp = get_array_module(x)
+        nt, bsz, n_in = x.shape
         self.has_bias = b_ih is not None
-        gi = self._project(x, w_ih, None if b_ih is None else b_ih + b_hh)
-        out = gi  # each step overwrites its own slice of the projection with h_t
+        out = (x.reshape(nt * bsz, n_in) @ w_ih.T).reshape(nt, bsz, -1)
+        if b_ih is not None:
+            out += b_ih + b_hh
         h, whh_t = h0, w_hh.T
-        for t in range(x.shape[0]):
+        for t in range(nt):  # each step overwrites its slice of the input projection with h_t
             a = out[t]
             a += h @ whh_t
             if nonlinearity == "tanh":
@@ -80,10 +40,11 @@ class RNNLayer(_Recurrent):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        out, w_hh = self.out, self.w_hh
-        da = xp.empty_like(out)
+        out, w_hh, x = self.out, self.w_hh, self.x
+        nt, bsz, n_in = x.shape
+        da = xp.empty_like(out)  # gradient of each step's pre-activation
         dh = xp.zeros_like(out[0])
-        for t in range(out.shape[0] - 1, -1, -1):
+        for t in range(nt - 1, -1, -1):
             dh += gy[t]
             d = da[t]
             if self.tanh:
@@ -93,8 +54,22 @@ class RNNLayer(_Recurrent):
             else:
                 xp.multiply(dh, out[t] > 0, out=d)
             dh = d @ w_hh
-        gh0 = dh if self.needs_input_grad[1] else None
-        return self._weight_grads(da, da, self.x, self.h0, out, self.w_ih, (gh0,))
+        need = self.needs_input_grad
+        flat = da.reshape(nt * bsz, -1)
+        gx = gw_ih = gw_hh = gb = None
+        if need[0]:
+            gx = (flat @ self.w_ih).reshape(x.shape)
+        if need[2]:
+            gw_ih = flat.T @ x.reshape(nt * bsz, n_in)
+        if need[3]:
+            hprev = xp.concatenate([self.h0[None], out[:-1]]) if nt > 1 else self.h0[None]
+            gw_hh = flat.T @ hprev.reshape(nt * bsz, -1)
+        gh0 = dh if need[1] else None
+        if self.has_bias:
+            if need[4] or need[5]:
+                gb = flat.sum(axis=0)
+            return gx, gh0, gw_ih, gw_hh, gb, gb
+        return gx, gh0, gw_ih, gw_hh
 
 
 class GRULayer(Function):
@@ -202,85 +177,117 @@ class GRULayer(Function):
         return gx, gh0, gw_ih, gw_hh
 
 
-class LSTMLayer(_Recurrent):
+class LSTMLayer(Function):
     """PyTorch's LSTM, gates i, f, g, o: c' = f * c + i * g, h' = o * tanh(c').
 
-    The one output is (T, B, 2H): h_t in [..., :H] and c_t in [..., H:], so that c_n can be sliced
-    off it with an ordinary getitem (a Function has a single output)."""
+    The one output is (T, 2, B, H): h_t at [t, 0] and c_t at [t, 1], so that c_n can be sliced off
+    it with an ordinary getitem (a Function has a single output). As in GRULayer the gates are kept
+    gate-major, here reordered to i, f, o, g so the three sigmoid gates are one block, stored negated
+    before the sigmoid (s = 1 / (1 + exp(-a)) in three in-place ops)."""
 
-    W_IH = 3
+    ORDER = (0, 1, 3, 2)  # storage order i, f, o, g  <-  PyTorch's i, f, g, o
 
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
         xp = get_array_module(x)
-        nt, bsz, _ = x.shape
+        nt, bsz, n_in = x.shape
         hid = w_hh.shape[1]
+        order = list(self.ORDER)
         self.has_bias = b_ih is not None
-        gates = self._project(x, w_ih, None if b_ih is None else b_ih + b_hh)
-        y = xp.empty((nt, bsz, 2 * hid), dtype=x.dtype)
+        w_ih4 = w_ih.reshape(4, hid, n_in)[order]
+        w_hh4 = w_hh.reshape(4, hid, hid)[order]
+        gates = xp.matmul(x.reshape(1, nt * bsz, n_in), w_ih4.transpose(0, 2, 1)).reshape(4, nt, bsz, hid)
+        if b_ih is not None:
+            gates += (b_ih + b_hh).reshape(4, 1, 1, hid)[order]
+        xp.negative(gates[:3], out=gates[:3])
+        y = xp.empty((nt, 2, bsz, hid), dtype=x.dtype)
         tc_all = xp.empty((nt, bsz, hid), dtype=x.dtype)
-        h, c, whh_t = h0, c0, w_hh.T
-        for t in range(nt):
-            a = gates[t]
-            a += h @ whh_t
-            _sigmoid_(a[:, :2 * hid], xp)
-            xp.tanh(a[:, 2 * hid:3 * hid], out=a[:, 2 * hid:3 * hid])
-            _sigmoid_(a[:, 3 * hid:], xp)
-            ct = y[t, :, hid:]
-            xp.multiply(a[:, hid:2 * hid], c, out=ct)
-            ct += a[:, :hid] * a[:, 2 * hid:3 * hid]
-            xp.tanh(ct, out=tc_all[t])
-            ht = y[t, :, :hid]
-            xp.multiply(a[:, 3 * hid:], tc_all[t], out=ht)
-            h, c = ht, ct
+        gh = xp.empty((4, bsz, hid), dtype=x.dtype)
+        tmp = xp.empty((bsz, hid), dtype=x.dtype)
+        w_hh4t = w_hh4.transpose(0, 2, 1)
+        h, c = h0, c0
+        with numpy.errstate(over="ignore"):  # exp(-a) may overflow to inf: s(a) is then exactly 0
+            for t in range(nt):
+                xp.matmul(h, w_hh4t, out=gh)
+                ifo = gates[:3, t]
+                ifo -= gh[:3]
+                xp.exp(ifo, out=ifo)
+                ifo += 1
+                xp.reciprocal(ifo, out=ifo)
+                i, f, o, g = gates[0, t], gates[1, t], gates[2, t], gates[3, t]
+                g += gh[3]
+                xp.tanh(g, out=g)
+                ct, ht, tc = y[t, 1], y[t, 0], tc_all[t]
+                xp.multiply(f, c, out=ct)
+                xp.multiply(i, g, out=tmp)
+                ct += tmp
+                xp.tanh(ct, out=tc)
+                xp.multiply(o, tc, out=ht)
+                h, c = ht, ct
         self.x, self.h0, self.c0, self.y, self.gates, self.tc = x, h0, c0, y, gates, tc_all
-        self.w_ih, self.w_hh = w_ih, w_hh
+        self.w_ih4, self.w_hh4 = w_ih4, w_hh4
         return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        y, gates, tc_all, w_hh = self.y, self.gates, self.tc, self.w_hh
-        nt, bsz, hid2 = y.shape
-        hid = hid2 // 2
+        y, gates, tc_all, w_hh4 = self.y, self.gates, self.tc, self.w_hh4
+        nt, _, bsz, hid = y.shape
         dgates = xp.empty_like(gates)
         dh = xp.zeros((bsz, hid), dtype=gy.dtype)
         dc = xp.zeros_like(dh)
         tmp = xp.empty_like(dh)
+        rec = xp.empty((4, bsz, hid), dtype=gy.dtype)
         for t in range(nt - 1, -1, -1):
-            dh += gy[t, :, :hid]
-            dc += gy[t, :, hid:]
-            a, d, tc = gates[t], dgates[t], tc_all[t]
-            i, f, g, o = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:3 * hid], a[:, 3 * hid:]
-            di, df, dg, do = d[:, :hid], d[:, hid:2 * hid], d[:, 2 * hid:3 * hid], d[:, 3 * hid:]
-            cprev = y[t - 1, :, hid:] if t else self.c0
-            # do = dh * tanh(c) * o (1 - o)
+            dh += gy[t, 0]
+            dc += gy[t, 1]
+            i, f, o, g = gates[0, t], gates[1, t], gates[2, t], gates[3, t]
+            di, df, do, dg = dgates[0, t], dgates[1, t], dgates[2, t], dgates[3, t]
+            tc = tc_all[t]
+            cprev = y[t - 1, 1] if t else self.c0
             xp.subtract(1, o, out=tmp)
             xp.multiply(dh, tc, out=do)
             do *= o
-            do *= tmp
-            # dc += dh * o * (1 - tanh(c)^2)
+            do *= tmp                        # do = dh tanh(c) o (1 - o)
             xp.multiply(tc, tc, out=tmp)
             xp.subtract(1, tmp, out=tmp)
             tmp *= o
             tmp *= dh
-            dc += tmp
-            # di = dc * g * i (1 - i);  dg = dc * i * (1 - g^2);  df = dc * cprev * f (1 - f)
+            dc += tmp                        # dc += dh o (1 - tanh(c)^2)
             xp.subtract(1, i, out=tmp)
             xp.multiply(dc, g, out=di)
             di *= i
-            di *= tmp
+            di *= tmp                        # di = dc g i (1 - i)
             xp.multiply(g, g, out=tmp)
             xp.subtract(1, tmp, out=tmp)
             xp.multiply(dc, i, out=dg)
-            dg *= tmp
+            dg *= tmp                        # dg = dc i (1 - g^2)
             xp.subtract(1, f, out=tmp)
             xp.multiply(dc, cprev, out=df)
             df *= f
-            df *= tmp
+            df *= tmp                        # df = dc c_prev f (1 - f)
             dc *= f
-            dh = d @ w_hh
-        grads_state = (dh if self.needs_input_grad[1] else None, dc if self.needs_input_grad[2] else None)
-        hs = y[..., :hid]
-        return self._weight_grads(dgates, dgates, self.x, self.h0, hs, self.w_ih, grads_state)
+            xp.matmul(dgates[:, t], w_hh4, out=rec)
+            rec.sum(axis=0, out=dh)
+        need = self.needs_input_grad
+        x = self.x
+        n_in = x.shape[2]
+        back = list(self.ORDER)  # the permutation is its own inverse
+        flat = dgates.reshape(4, nt * bsz, hid)
+        gx = gw_ih = gw_hh = gb = None
+        if need[0]:
+            gx = xp.matmul(flat, self.w_ih4).sum(axis=0).reshape(x.shape)
+        if need[3]:
+            gw_ih = xp.matmul(flat.transpose(0, 2, 1), x.reshape(1, nt * bsz, n_in))
+            gw_ih = gw_ih[back].reshape(4 * hid, n_in)
+        if need[4]:
+            hprev = xp.concatenate([self.h0[None], y[:-1, 0]]) if nt > 1 else self.h0[None]
+            gw_hh = xp.matmul(flat.transpose(0, 2, 1), hprev.reshape(1, nt * bsz, hid))
+            gw_hh = gw_hh[back].reshape(4 * hid, hid)
+        grads_state = (dh if need[1] else None, dc if need[2] else None)
+        if self.has_bias:
+            if need[5] or need[6]:
+                gb = flat.sum(axis=1)[back].reshape(-1)
+            return (gx, *grads_state, gw_ih, gw_hh, gb, gb)
+        return (gx, *grads_state, gw_ih, gw_hh)
 
 
 def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
