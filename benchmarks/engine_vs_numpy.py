@@ -5,8 +5,8 @@ written by hand in NumPy, and PyTorch when it is importable.
     python benchmarks/engine_vs_numpy.py --threads 1 --json
     python benchmarks/engine_vs_numpy.py --sizes 8,8,4 --batch 4   # tiny: shows pure Python overhead
 
-The implementations are timed interleaved (A, B, C, A, B, C, ...) and each keeps its best block, so
-a noisy neighbour slows all of them alike; compare figures from one run only (they vary up to 2x
+NumPy and distbp are timed interleaved (A, B, A, B, ...) and each keeps its best block, so a noisy
+neighbour slows both alike (torch is timed after them, on its own); compare figures from one run only (they vary up to 2x
 from run to run on a shared machine). Before timing, one
 step of each is checked to produce the same weights, so all three do the same work.
 """
@@ -117,7 +117,9 @@ def best_step_seconds(steps: dict, repeats: int, target_s: float) -> dict:
             step()
     t0 = time.perf_counter()
     next(iter(steps.values()))()
-    n = max(3, int(target_s / max(time.perf_counter() - t0, 1e-6)))
+    # at least 10 steps a block: the first step after switching implementation pays for the other's
+    # heap changes (page faults on fresh large arrays), which must not dominate a block
+    n = max(10, int(target_s / max(time.perf_counter() - t0, 1e-6)))
     best = {name: float("inf") for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -145,7 +147,11 @@ def run_config(sizes, batch, repeats, target_s, with_torch):
         for got, want in zip(params(), built["numpy"][1]()):
             if not np.allclose(got, want, rtol=1e-3, atol=1e-5):
                 sys.exit(f"{name} and numpy disagree after one step; the comparison would be meaningless")
-    best = best_step_seconds({name: s for name, (s, _) in built.items()}, repeats, target_s)
+    # numpy and distbp interleaved; torch alone afterwards, because its OpenMP workers keep spinning
+    # after each torch call and would slow whatever block ran next
+    best = best_step_seconds({name: built[name][0] for name in ("numpy", "distbp")}, repeats, target_s)
+    if with_torch:
+        best.update(best_step_seconds({"torch": built["torch"][0]}, repeats, target_s))
     row = {"sizes": list(sizes), "batch": batch}
     for name, sec in best.items():
         row[f"{name}_step_ms"] = sec * 1e3
@@ -162,7 +168,7 @@ def main(argv=None):
     ap.add_argument("--sizes", help="MLP layer sizes, e.g. 784,128,10 (default: the two issue-2 MLPs)")
     ap.add_argument("--batch", type=int, default=128, help="batch size with --sizes")
     # many short blocks: on a shared machine the best block is the one no neighbour disturbed
-    ap.add_argument("--repeats", type=int, default=25, help="timed blocks per implementation")
+    ap.add_argument("--repeats", type=int, default=20, help="timed blocks per implementation")
     ap.add_argument("--block-seconds", type=float, default=0.05, help="length of one timed block")
     ap.add_argument("--no-torch", action="store_true", help="skip torch even when importable")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -415,6 +415,11 @@ def _backward_pass(root, gradient, retain_graph):
             if t._retains_grad:
                 t.grad = g.copy() if t.grad is None else t.grad + g
             gins = ctx.backward(g)
+            if type(gins) is not tuple:  # a bare array for a one-input op is fine, as in torch
+                gins = tuple(gins) if isinstance(gins, list) else (gins,)
+            if len(gins) != len(ctx.parents):  # zip would silently drop the missing ones
+                raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(gins)} gradients for "
+                                   f"{len(ctx.parents)} inputs; return one per input (None where unused)")
         if not retain_graph:
             t._ctx = _FREED  # drops ctx and the arrays it saved once this loop moves on
         for p, gp, need in zip(ctx.parents, gins, ctx.needs_input_grad):

@@ -379,3 +379,28 @@ def test_a_branch_that_returns_no_gradient_still_lets_the_leaf_finish():
     (NoGrad.apply(x.exp()).sum() + (x * 2).sum()).backward()
     np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
     assert len(fired) == 1
+
+
+def test_backward_may_return_a_bare_array_for_a_one_input_op():
+    class Double(Function):
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, gy):
+            return 2 * gy
+
+    x = t64(3)
+    Double.apply(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
+
+
+def test_backward_returning_too_few_gradients_is_reported():
+    class Short(Function):
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, gy):
+            return (gy,)
+
+    with pytest.raises(RuntimeError, match="Short.backward returned 1 gradients for 2 inputs"):
+        Short.apply(t64(2), t64(2)).sum().backward()

@@ -100,7 +100,8 @@ class DistributedDataParallel(Module):
         module: the model; `.module` gives it back. `state_dict()` keys carry no `module.` prefix.
         comm: communicator (default `get_comm()`); gradient buckets use a duplicate of it, so other
             collectives (SyncBatchNorm's, the user's) never interleave with them.
-        bucket_cap_mb: bucket size in MB; smaller buckets start reducing earlier in backward.
+        bucket_cap_mb: bucket size in MB. Smaller buckets start earlier in backward, but MPI only
+            progresses at the next gradient hook, so on CPU one bucket was fastest (docs/distributed.md).
         average: divide the summed gradients by the world size.
         broadcast_buffers: re-broadcast rank 0's buffers (BatchNorm running stats) at each training
             forward, as torch does, so all ranks evaluate the same model.
@@ -123,7 +124,7 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self._armed = False
         self._warned_unused = False
-        self.iteration = 0
+        self.iteration = 0            # synchronised steps so far; also the watchdog's step number
         self.last_comm_wait_s = 0.0   # time the last backward waited for its allreduces at the end
         self.bytes_per_sync = sum(b.numel * numpy.dtype(b.dtype).itemsize for b in self._buckets)
 

@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
         "allgather_obj", "send", "recv", "split")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
+_ANSWER_BYTES = 256
 _step = 0
 
 
@@ -143,10 +144,12 @@ class Watchdog:
         self.current = None
 
     def _status(self) -> numpy.ndarray:
-        rec = self.current
-        if rec is None:
-            return numpy.array([-1, -1, _step], dtype=numpy.int64)
-        return numpy.array([rec.seq, _OPS.index(rec.op), rec.step], dtype=numpy.int64)
+        """Where this rank is, as a fixed-size byte message (a description of its current call)."""
+        text = "not in a collective" if self.current is None else "waiting in " + self.current.describe()
+        out = numpy.zeros(_ANSWER_BYTES, dtype=numpy.uint8)
+        raw = text.encode()[:_ANSWER_BYTES]
+        out[:len(raw)] = numpy.frombuffer(raw, dtype=numpy.uint8)
+        return out
 
     def _answer(self) -> None:
         status = self.MPI.Status()
@@ -159,20 +162,17 @@ class Watchdog:
                 for r in range(self.size) if r != self.rank]
         answers = {}
         end = time.monotonic() + grace
-        buf = numpy.zeros(3, dtype=numpy.int64)
+        buf = numpy.zeros(_ANSWER_BYTES, dtype=numpy.uint8)
         status = self.MPI.Status()
         while time.monotonic() < end and len(answers) < self.size - 1:
             if self.side.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_ASK):
                 self._answer()
             if self.side.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_ANSWER, status=status):
                 self.side.Recv(buf, source=status.Get_source(), tag=_TAG_ANSWER)
-                answers[status.Get_source()] = buf.copy()
+                answers[status.Get_source()] = buf.tobytes().rstrip(b"\0").decode(errors="replace")
             time.sleep(0.001)
         missing = [r for r in range(self.size) if r != self.rank and r not in answers]
-        where = []
-        for r, (seq, op, step) in sorted(answers.items()):
-            what = "not in a collective" if seq < 0 else f"waiting in #{seq} {_OPS[op]}"
-            where.append(f"rank {r}: {what} at step {step}")
+        where = [f"rank {r}: {text}" for r, text in sorted(answers.items())]
         text = (f"distbp watchdog: rank {self.rank} waited {waited:.1f} s (timeout {self.timeout:g} s) in "
                 f"collective {rec.describe()}\n"
                 f"  ranks missing (did not answer, busy outside MPI or dead): {missing}\n"

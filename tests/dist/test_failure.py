@@ -45,13 +45,17 @@ def test_watchdog_names_the_stalled_rank_step_and_collective(tmp_path):
         dist.set_step(7)
         if comm.rank == 1:
             time.sleep(50)  # stalls outside MPI: never reaches the allreduce
-        comm.allreduce(np.ones(5))
+        if comm.rank == 3:
+            comm.bcast(np.ones(2))  # desynchronised: waits in a different collective
+        else:
+            comm.allreduce(np.ones(5))
     """, DISTBP_COLLECTIVE_TIMEOUT="1.5")
     assert proc.returncode != 0
     assert took < 20, f"job took {took:.1f} s"
     assert "distbp watchdog" in proc.stderr
-    assert "#1 allreduce(float64[5]) at step 7, called from job.py:8" in proc.stderr
+    assert "#1 allreduce(float64[5]) at step 7, called from job.py:11" in proc.stderr
     assert "ranks missing (did not answer, busy outside MPI or dead): [1]" in proc.stderr
+    assert "rank 3: waiting in #1 bcast(float64[2]) at step 7, called from job.py:9" in proc.stderr
 
 
 def test_debug_mode_names_ranks_whose_collective_shapes_differ(tmp_path):
