@@ -68,21 +68,13 @@ def loss_sum(output, target, task: str):
     return F.mse_loss(output, target, reduction="sum")
 
 
-def allreduce_gradients(model, comm) -> None:
-    """Sum gradients over ranks, in a fixed name order, zero-filling missing ones (PAINS.md #4)."""
-    for _, p in sorted(model.named_parameters()):
-        if p.grad is None:
-            p.grad = backend.get_array_module(p.data).zeros_like(p.data)
-        host = backend.to_numpy(p.grad)
-        comm.allreduce(host)
-        if host is not p.grad:
-            p.grad[...] = backend.to_device(host, backend.device_of(p.data))
-
-
 def train_step(model, optimizer, X, y, global_batch: int, task: str, comm, device: str = "cpu") -> float:
     """One optimizer step on this rank's slice (X, y) of a global batch; returns the global mean loss.
 
-    Raises UsageError before updating anything when the loss is not finite."""
+    `model` is the DistributedDataParallel wrapper when there are several ranks: its backward sums
+    the gradients over ranks (average=False), which with the loss divided by the GLOBAL batch size
+    gives exactly the single-process mean gradient. The optimizer is not stepped when the loss is
+    not finite (the caller stops the run)."""
     model.train()
     optimizer.zero_grad()
     out = model(tensor(backend.to_device(X, device)))
@@ -90,11 +82,6 @@ def train_step(model, optimizer, X, y, global_batch: int, task: str, comm, devic
     total = loss_sum(out, target, task)
     per_sample = 1 if task == "classification" else int(numpy.prod(y.shape[1:]))
     (total / (global_batch * per_sample)).backward()
-    # ---- DATA PARALLEL SEAM (distributed helper): once the model is wrapped in
-    # dist.DistributedDataParallel(model, average=False) in run(), backward() already summed the
-    # gradients over ranks and this explicit allreduce goes away. ----
-    if comm.size > 1:
-        allreduce_gradients(model, comm)
     loss = comm.allreduce(numpy.array([float(total.item())]))[0] / (global_batch * per_sample)
     if not math.isfinite(loss):
         return loss
@@ -246,9 +233,10 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         restore(ckpt, model, optimizer)
         backend.set_rng_state(ckpt.meta["rng"])
         step, epoch, position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch"]
-    # ---- DATA PARALLEL SEAM (distributed helper): when comm.size > 1 wrap the model here,
-    #   model = dist.DistributedDataParallel(model, average=False)
-    # and drop the explicit allreduce in train_step. ----
+    # Several ranks: gradients are summed over ranks in buckets, overlapped with backward. The
+    # constructor checks every rank built the same model and broadcasts rank 0's weights.
+    ddp = dist.DistributedDataParallel(model, comm, average=False) if comm.size > 1 else None
+    net = ddp if ddp is not None else model   # train through `net`; save and evaluate `model`
 
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
     total = per_epoch * cfg.epochs if not cfg.steps else min(per_epoch * cfg.epochs, cfg.steps)
@@ -269,14 +257,16 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     try:
         while step < total:
             batches = global_batches(len(Xtr), cfg.batch_size, cfg.seed, epoch)
-            t_epoch, seen, loss_sum_epoch = time.perf_counter(), 0, 0.0
+            t_epoch, seen, loss_sum_epoch, comm_wait = time.perf_counter(), 0, 0.0, 0.0
             while position < len(batches) and step < total:
                 batch = batches[position]
                 mine = shard(batch, comm.rank, comm.size)
                 t0 = time.perf_counter()
                 with numpy.errstate(all="ignore"):  # a diverging loss is reported below, once, by step
-                    loss = train_step(model, optimizer, Xtr[mine], ytr[mine], len(batch), data.task, comm,
+                    loss = train_step(net, optimizer, Xtr[mine], ytr[mine], len(batch), data.task, comm,
                                       cfg.device)
+                if ddp is not None:
+                    comm_wait += ddp.last_comm_wait_s
                 if not math.isfinite(loss):
                     kept = (f"; the last checkpoint {checkpoint_path(cfg.checkpoint_dir, last_saved)} is intact"
                             if last_saved >= 0 else "")
@@ -304,6 +294,9 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                     val = evaluate(model, Xva, yva, data.task, data.num_classes, comm, cfg.device)
                     log.record(split="val", step=step, epoch=epoch, **_public(val))
                     line += f" | val {_describe(val, data.task)}"
+                if ddp is not None:  # PAINS.md #10: show what communication costs
+                    share = comm_wait / max(time.perf_counter() - t_epoch, 1e-9)
+                    line += f" | comm wait {100 * share:.1f}% of the epoch"
                 log.print(f"{line} | {rate:.0f} samples/s")
         if last_saved != step:
             save_checkpoint()
