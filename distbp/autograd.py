@@ -54,8 +54,8 @@ class Function:
     `backward(self, gy)` -> tuple of input gradients. Save what backward needs on `self`.
     `self.needs_input_grad[i]` says whether input i wants a gradient (skip computing it if not)."""
 
-    parents: tuple = ()
-    needs_input_grad: tuple = ()
+    parents: tuple = ()                 # the inputs, as given to apply(); set only when recorded
+    needs_input_grad: list | tuple = ()  # one bool per input, set by apply()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
