@@ -6,11 +6,38 @@
 """
 from . import backend, dist, nn, ops, optim
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from .backend import (cuda_available, get_default_dtype, get_rng_state, manual_seed, set_default_dtype,
-                      set_rng_state)
+from .backend import (
+    cuda_available,
+    get_default_dtype,
+    get_rng_state,
+    manual_seed,
+    set_default_dtype,
+    set_rng_state,
+)
 from .gradcheck import GradcheckError, gradcheck
-from .ops import (abs, cat, clamp, clip, concatenate, exp, log, matmul, maximum, mean, minimum, pad, relu,
-                  reshape, sigmoid, softmax, sqrt, stack, sum, tanh, where)
+from .ops import (
+    abs,
+    cat,
+    clamp,
+    clip,
+    concatenate,
+    exp,
+    log,
+    matmul,
+    maximum,
+    mean,
+    minimum,
+    pad,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    stack,
+    sum,
+    tanh,
+    where,
+)
 
 __version__ = "0.1.0"
 

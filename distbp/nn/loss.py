@@ -12,12 +12,12 @@ class _Loss(Module):
 
 
 class MSELoss(_Loss):
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.mse_loss(input, target, self.reduction)
 
 
 class L1Loss(_Loss):
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.l1_loss(input, target, self.reduction)
 
 
@@ -26,17 +26,17 @@ class CrossEntropyLoss(_Loss):
         super().__init__(reduction)
         self.ignore_index = ignore_index
 
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.cross_entropy(input, target, self.reduction, self.ignore_index)
 
 
 class NLLLoss(_Loss):
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.nll_loss(input, target, self.reduction)
 
 
 class BCELoss(_Loss):
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.binary_cross_entropy(input, target, self.reduction)
 
 
@@ -45,5 +45,5 @@ class BCEWithLogitsLoss(_Loss):
         super().__init__(reduction)
         self.pos_weight = pos_weight
 
-    def forward(self, input, target):  # noqa: A002
+    def forward(self, input, target):
         return ops.binary_cross_entropy_with_logits(input, target, self.reduction, self.pos_weight)

@@ -148,7 +148,7 @@ class Module:
         return self
 
     # ----- state -----
-    def state_dict(self) -> "OrderedDict[str, numpy.ndarray]":
+    def state_dict(self) -> OrderedDict[str, numpy.ndarray]:
         """Parameters then buffers of each module, as host numpy arrays (copies)."""
         out = OrderedDict()
         for mod_prefix, m in self.named_modules():

@@ -3,16 +3,52 @@
 Each op file imports only autograd and backend. An op's backward must never write into `gy`
 (another branch of the graph may hold the same array)."""
 from .conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
-from .elementwise import (abs, add, clamp, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
-                          pow, relu, sigmoid, sqrt, sub, tanh, where)
+from .elementwise import (
+                          abs,
+                          add,
+                          clamp,
+                          clip,
+                          div,
+                          exp,
+                          leaky_relu,
+                          log,
+                          maximum,
+                          minimum,
+                          mul,
+                          neg,
+                          pow,
+                          relu,
+                          sigmoid,
+                          sqrt,
+                          sub,
+                          tanh,
+                          where,
+)
 from .embedding import embedding
 from .linalg import linear, matmul
-from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss,
-                   mse_loss, nll_loss)
+from .loss import (
+                          binary_cross_entropy,
+                          binary_cross_entropy_with_logits,
+                          cross_entropy,
+                          l1_loss,
+                          mse_loss,
+                          nll_loss,
+)
 from .norm import batch_norm
 from .reduce import amax, log_softmax, max, mean, softmax, std, sum, var
-from .shape import (cat, concatenate, flatten, getitem, pad, permute, reshape, squeeze, stack,
-                    transpose, unsqueeze)
+from .shape import (
+                          cat,
+                          concatenate,
+                          flatten,
+                          getitem,
+                          pad,
+                          permute,
+                          reshape,
+                          squeeze,
+                          stack,
+                          transpose,
+                          unsqueeze,
+)
 
 __all__ = [
     "abs", "add", "amax", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "clamp", "clip",
