@@ -38,12 +38,12 @@ class SyncBatchNorm(_BatchNorm):
                 if module._parameters.get(name) is not None:
                     setattr(sync, name, module._parameters[name])
             for name, buf in module._buffers.items():
-                sync._buffers[name] = buf
+                sync.register_buffer(name, buf)
             sync.train(module.training)
             return sync
         for name, child in list(module._modules.items()):
             if child is not None:
                 new = cls.convert_sync_batchnorm(child, comm)
                 if new is not child:
-                    module._modules[name] = new
+                    setattr(module, name, new)
         return module

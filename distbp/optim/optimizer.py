@@ -5,6 +5,7 @@ groups and parameters, skips parameters with no gradient, and (de)serialises sta
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 
 import numpy
 
@@ -24,7 +25,7 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
-        self.state = {}  # keyed by the parameter object, as torch does
+        self.state = defaultdict(dict)  # keyed by the parameter object; a defaultdict as in torch
         for g in groups:
             self.add_param_group(g)
 
@@ -53,15 +54,20 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        state = self.state
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    st = state.get(p)
-                    if st is None:
-                        st = state[p] = {}
-                    self._update(p, p.grad, st, group)
+            self._step_group(group)
         return loss
+
+    def _step_group(self, group: dict) -> None:
+        """Update one group's parameters that have a gradient; a subclass may override it with a
+        faster loop for a common case (plain SGD does)."""
+        state = self.state
+        for p in group["params"]:
+            if p.grad is not None:
+                st = state.get(p)
+                if st is None:
+                    st = state[p] = {}
+                self._update(p, p.grad, st, group)
 
     def _update(self, p, grad, state, group) -> None:
         raise NotImplementedError
@@ -97,7 +103,7 @@ class Optimizer:
             for i, p in zip(saved["params"], own["params"]):
                 params[i] = p
             own.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
-        self.state = {}
+        self.state = defaultdict(dict)
         for i, st in state_dict["state"].items():
             p = params[int(i)]
             self.state[p] = {k: _unpack(k, v, p.data) for k, v in st.items()}

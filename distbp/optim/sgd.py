@@ -39,10 +39,16 @@ class SGD(Optimizer):
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov})
 
-    def _update(self, p, grad, state, group):
+    def _step_group(self, group):
         if group["momentum"] == 0 and group["weight_decay"] == 0:
-            p.data -= group["lr"] * grad  # plain SGD, the hot path: one fused line
-            return
+            lr = group["lr"]  # plain SGD, the hot path: no state, one line per parameter
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.data -= lr * p.grad
+        else:
+            super()._step_group(group)
+
+    def _update(self, p, grad, state, group):
         first = "momentum_buffer" not in state
         buf = sgd_update(p.data, grad, state.get("momentum_buffer"), lr=group["lr"],
                          momentum=group["momentum"], dampening=group["dampening"],
