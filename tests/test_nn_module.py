@@ -179,3 +179,13 @@ def test_module_to_float64_casts_parameters_in_place():
 def test_missing_attribute_error_names_the_module():
     with pytest.raises(AttributeError, match="'Linear' object has no attribute 'nope'"):
         _ = nn.Linear(1, 1).nope
+
+
+def test_replacing_a_submodule_keeps_its_place_in_the_order():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    setattr(model, "1", nn.Tanh())
+    assert [type(m).__name__ for m in model] == ["Linear", "Tanh", "Linear"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    lin = model[0]
+    lin.weight = nn.Parameter(np.zeros((3, 2), dtype=np.float32))
+    assert list(dict(lin.named_parameters())) == ["weight", "bias"]

@@ -39,15 +39,19 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call super().__init__() in {type(self).__name__}.__init__ "
                                  "before assigning attributes")
-        if name in self._buffers and not isinstance(value, (Parameter, Module)):
-            self._buffers[name] = value  # re-assigning a buffer keeps it a buffer, as in torch
+        if isinstance(value, Parameter):
+            own = self._parameters
+        elif isinstance(value, Module):
+            own = self._modules
+        elif name in self._buffers:
+            own = self._buffers  # re-assigning a buffer keeps it a buffer, as in torch
         else:
-            for table in (self._parameters, self._buffers, self._modules):
+            own = None
+        for table in (self._parameters, self._buffers, self._modules):
+            if table is not own:
                 table.pop(name, None)
-            if isinstance(value, Parameter):
-                self._parameters[name] = value
-            elif isinstance(value, Module):
-                self._modules[name] = value
+        if own is not None:
+            own[name] = value  # an existing key keeps its place: replacing a layer keeps the order
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name):  # only called when normal lookup fails
