@@ -102,15 +102,21 @@ class Conv2d(Function):
         return (gx, gw, gb) if self.has_b else (gx, gw)
 
 
+def _pool_out_size(x4, kernel, stride, padding, name):
+    """Output (height, width) of a pooling window over x4 (N, C, H, W); PyTorch's padding rule."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel {kernel}")
+    h, wd = x4.shape[2:]
+    return _out_size(h, kh, sh, ph, name), _out_size(wd, kw, sw, pw, name)
+
+
 class MaxPool2d(Function):
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
         xp = get_array_module(x)
         x4, self.was_1d = _to_2d(x, "max_pool")
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-        if ph > kh // 2 or pw > kw // 2:
-            raise ValueError(f"max_pool: padding {padding} must be at most half the kernel {kernel}")
-        h, wd = x4.shape[2:]
-        ho, wo = _out_size(h, kh, sh, ph, "max_pool"), _out_size(wd, kw, sw, pw, "max_pool")
+        ho, wo = _pool_out_size(x4, kernel, stride, padding, "max_pool")
         xpad = _pad(x4, ph, pw, value=-xp.inf)
         y = _window(xpad, 0, 0, sh, sw, ho, wo).copy()
         # NOTE: masked copies (copyto(where=), where()) with a random mask were ~5x slower than
@@ -151,10 +157,7 @@ class AvgPool2d(Function):
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
         x4, self.was_1d = _to_2d(x, "avg_pool")
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-        if ph > kh // 2 or pw > kw // 2:
-            raise ValueError(f"avg_pool: padding {padding} must be at most half the kernel {kernel}")
-        h, wd = x4.shape[2:]
-        ho, wo = _out_size(h, kh, sh, ph, "avg_pool"), _out_size(wd, kw, sw, pw, "avg_pool")
+        ho, wo = _pool_out_size(x4, kernel, stride, padding, "avg_pool")
         xpad = _pad(x4, ph, pw)
         y = _window(xpad, 0, 0, sh, sw, ho, wo).copy()
         for k in range(1, kh * kw):

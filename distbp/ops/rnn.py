@@ -72,6 +72,15 @@ class RNNLayer(Function):
         return gx, gh0, gw_ih, gw_hh
 
 
+def _sigmoid_of_negated_(xp, neg_a, b) -> None:
+    """neg_a <- sigmoid(-neg_a + b) in place: neg_a holds -a (the input part of a gate, stored
+    negated) and b is the hidden part, so s(a + b) = 1 / (1 + exp(neg_a - b)) in three in-place ops."""
+    neg_a -= b
+    xp.exp(neg_a, out=neg_a)
+    neg_a += 1
+    xp.reciprocal(neg_a, out=neg_a)
+
+
 class GRULayer(Function):
     """PyTorch's GRU: r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h. Output (T, B, H).
@@ -101,11 +110,7 @@ class GRULayer(Function):
         with numpy.errstate(over="ignore"):  # exp(-a) may overflow to inf: s(a) is then exactly 0
             for t in range(nt):
                 xp.matmul(h, w_hh3t, out=gh)
-                rz = gates[:2, t]
-                rz -= gh[:2]
-                xp.exp(rz, out=rz)
-                rz += 1
-                xp.reciprocal(rz, out=rz)
+                _sigmoid_of_negated_(xp, gates[:2, t], gh[:2])
                 r, z, n, hn = gates[0, t], gates[1, t], gates[2, t], hn_all[t]
                 if b_ih is not None:
                     xp.add(gh[2], b_hn, out=hn)
@@ -208,11 +213,7 @@ class LSTMLayer(Function):
         with numpy.errstate(over="ignore"):  # exp(-a) may overflow to inf: s(a) is then exactly 0
             for t in range(nt):
                 xp.matmul(h, w_hh4t, out=gh)
-                ifo = gates[:3, t]
-                ifo -= gh[:3]
-                xp.exp(ifo, out=ifo)
-                ifo += 1
-                xp.reciprocal(ifo, out=ifo)
+                _sigmoid_of_negated_(xp, gates[:3, t], gh[:3])
                 i, f, o, g = gates[0, t], gates[1, t], gates[2, t], gates[3, t]
                 g += gh[3]
                 xp.tanh(g, out=g)

@@ -11,6 +11,7 @@ from dist_helpers import max_diff, shard
 import distbp as db
 from distbp import nn
 from distbp.dist import DistributedDataParallel
+from distbp.dist.equivalence import _GRUNet
 from distbp.dist.sync_batchnorm import SyncBatchNorm
 from distbp.optim import SGD
 
@@ -106,15 +107,6 @@ def test_cnn_with_sync_batchnorm_equals_one_process_batchnorm(comm):
     assert max_diff(ddp, ref) <= TOL  # weights AND running_mean / running_var / num_batches_tracked
 
 
-class _GRUNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.gru = nn.GRU(3, 5, batch_first=True)
-        self.head = nn.Linear(5, 3)
-
-    def forward(self, x):
-        _, h = self.gru(x)
-        return self.head(h[-1])
 
 
 @pytest.mark.mpi
