@@ -46,7 +46,8 @@ class CrossEntropy(Function):
         e = xp.exp(shifted)
         s = e.sum(axis=1, keepdims=True)
         rows = xp.arange(len(targets))
-        if len(targets) and (ignore_index >= 0 or targets.min() < 0):
+        # unsigned targets cannot be negative: skip the check's extra pass over them
+        if len(targets) and (ignore_index >= 0 or (targets.dtype.kind == "i" and targets.min() < 0)):
             valid = targets != ignore_index
             if bool((targets[valid] < 0).any()):  # numpy would wrap a negative class index silently
                 bad = int(targets[valid].min())
@@ -59,7 +60,8 @@ class CrossEntropy(Function):
         nll = xp.log(s[:, 0]) - shifted[rows, targets]
         if valid is not None:
             nll *= valid
-        self.probs, self.rows, self.targets, self.valid = e / s, rows, targets, valid
+        e /= s  # the softmax, in place: backward's starting point
+        self.probs, self.rows, self.targets, self.valid = e, rows, targets, valid
         if reduction == "none":
             return nll.reshape(self.spatial) if self.spatial is not None else nll
         total = nll.sum()
