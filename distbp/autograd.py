@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import weakref
 
 import numpy
 
@@ -393,10 +394,12 @@ def _count_uses(root):
 
 
 def _backward_pass(root, gradient, retain_graph):
-    # `given`: ids of arrays handed out as some leaf's .grad, so no two leaves share one array
-    # (an in-place allreduce or zero_ on one would change the other). The caller's own gradient
-    # array counts as handed out: a leaf must not alias it either.
-    given = {id(gradient)}
+    # `given`: the arrays handed out as some leaf's .grad (id -> weak reference), so no two leaves
+    # share one array (an in-place allreduce or zero_ on one would change the other). The caller's
+    # own gradient array counts as handed out: a leaf must not alias it either. Weak references,
+    # not bare ids: a hook may drop a .grad at once (DDP moves it into its bucket), and a later array
+    # at the same address must not be mistaken for it (that cost DDP three needless copies a step).
+    given = {id(gradient): weakref.ref(gradient)}
     if root._ctx is None:  # backward() on a leaf: its gradient is the seed itself
         _accumulate_leaf(root, gradient, given)
         return
@@ -443,6 +446,8 @@ def _backward_pass(root, gradient, retain_graph):
 
 
 def _accumulate_leaf(p, g, given):
+    if isinstance(g, numpy.generic):  # numpy's full reductions give scalars; .grad is always an array
+        g = numpy.array(g)
     if g.shape != p.data.shape:  # an op returned a gradient of the wrong shape: a bug in that op
         raise RuntimeError(f"gradient shape {g.shape} does not match tensor shape {p.data.shape}")
     if g.dtype is not p.data.dtype and g.dtype != p.data.dtype:  # `is`: the cheap, usual answer
@@ -450,10 +455,11 @@ def _accumulate_leaf(p, g, given):
     if p.grad is None:
         # An op may hand the same array to two inputs (Add returns gy for both), or a view (a
         # read-only broadcast, a slice of gy): own a copy then. A fresh owned array is kept as is.
-        if id(g) in given or g.base is not None:
+        seen = given.get(id(g))
+        if g.base is not None or (seen is not None and seen() is g):
             g = g.copy()
         p.grad = g
-        given.add(id(g))
+        given[id(g)] = weakref.ref(g)
     else:
         p.grad = p.grad + g
     if p._post_hooks:

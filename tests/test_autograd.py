@@ -404,3 +404,10 @@ def test_backward_returning_too_few_gradients_is_reported():
 
     with pytest.raises(RuntimeError, match="Short.backward returned 1 gradients for 2 inputs"):
         Short.apply(t64(2), t64(2)).sum().backward()
+
+
+def test_grad_of_a_0d_leaf_is_an_array_not_a_numpy_scalar():
+    w = db.tensor(np.float64(2.0), requires_grad=True)
+    (w * w).backward()  # numpy turns 0-d products into scalars along the way
+    assert isinstance(w.grad, np.ndarray) and w.grad.shape == () and w.grad == 4.0
+    w.grad[...] = 0  # writable in place, as optimizers and allreduce need
