@@ -80,6 +80,8 @@ class Function:
                 needs.append(False)
         ctx.needs_input_grad = needs
         out = ctx.forward(*arrays, **kwargs)
+        if isinstance(out, numpy.generic):  # numpy gives 0-d results as scalars; .data is always an array
+            out = numpy.asarray(out)
         if record and _grad_enabled:
             ctx.parents = inputs
             return Tensor._wrap(out, ctx)

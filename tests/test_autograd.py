@@ -411,3 +411,11 @@ def test_grad_of_a_0d_leaf_is_an_array_not_a_numpy_scalar():
     (w * w).backward()  # numpy turns 0-d products into scalars along the way
     assert isinstance(w.grad, np.ndarray) and w.grad.shape == () and w.grad == 4.0
     w.grad[...] = 0  # writable in place, as optimizers and allreduce need
+
+
+def test_a_0d_result_is_held_as_an_ndarray():
+    x = db.tensor(np.arange(3.0), requires_grad=True)
+    loss = (x * x).sum()
+    assert isinstance(loss.data, np.ndarray) and loss.shape == ()
+    assert isinstance(db.nn.functional.cross_entropy(db.tensor(np.zeros((2, 3))), np.array([0, 1])).data,
+                      np.ndarray)
