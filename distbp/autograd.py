@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import weakref
 
 import numpy
 
@@ -55,7 +54,7 @@ class Function:
     `backward(self, gy)` -> tuple of input gradients. Save what backward needs on `self`.
     `self.needs_input_grad[i]` says whether input i wants a gradient (skip computing it if not)."""
 
-    parents: tuple = ()                 # the inputs, as given to apply(); set only when recorded
+    parents: tuple = ()                 # per input: the tensor if it wants a gradient, else None
     needs_input_grad: list | tuple = ()  # one bool per input, set by apply()
 
     def forward(self, *args, **kwargs):
@@ -67,25 +66,42 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **kwargs) -> Tensor:
         ctx = cls()
-        # One plain loop: in CPython 3.11 it is about twice as fast as two comprehensions, and this
-        # runs for every op of every step.
-        arrays, needs, record = [], [], False
+        # One plain loop, no comprehensions, no zip: this runs for every op of every step, and an
+        # MLP step's Python overhead is counted in hundreds of these small costs.
+        arrays, needs, parents, record = [], [], [], False
         for x in inputs:
             if isinstance(x, Tensor):
                 arrays.append(x.data)
-                needs.append(x.requires_grad)
-                record = record or x.requires_grad
+                if x.requires_grad:
+                    record = True
+                    needs.append(True)
+                    parents.append(x)
+                    continue
+                needs.append(False)
             else:
                 arrays.append(x)
                 needs.append(False)
+            parents.append(None)
         ctx.needs_input_grad = needs
-        out = ctx.forward(*arrays, **kwargs)
-        if isinstance(out, numpy.generic):  # numpy gives 0-d results as scalars; .data is always an array
+        out = ctx.forward(*arrays, **kwargs) if kwargs else ctx.forward(*arrays)
+        if out.__class__ in _NUMPY_SCALARS:  # numpy gives 0-d results as scalars; .data is always an array
             out = numpy.asarray(out)
+        t = _new_object(Tensor)  # Tensor._wrap, inlined
+        t.data = out
+        t.grad = t._post_hooks = None
+        t._retains_grad = False
         if record and _grad_enabled:
-            ctx.parents = inputs
-            return Tensor._wrap(out, ctx)
-        return Tensor._wrap(out)
+            ctx.parents = parents
+            t._ctx = ctx
+            t.requires_grad = True
+        else:
+            t._ctx = None
+            t.requires_grad = False
+        return t
+
+
+_new_object = object.__new__
+_NUMPY_SCALARS = frozenset(numpy.sctypeDict.values())
 
 
 class _Freed(Function):
@@ -215,10 +231,10 @@ class Tensor(_TensorOps):
         self._post_hooks = None
         self._retains_grad = False
 
-    @classmethod
-    def _wrap(cls, data, ctx=None):
+    @staticmethod
+    def _wrap(data, ctx=None):
         # Fast path for op outputs: skips __init__'s conversions.
-        t = object.__new__(Tensor)
+        t = _new_object(Tensor)
         t.data = data
         t.grad = None
         t.requires_grad = ctx is not None
@@ -330,20 +346,24 @@ class Tensor(_TensorOps):
     def backward(self, gradient=None, retain_graph: bool = False) -> None:
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        data = self.data
         if gradient is None:
-            if self.data.size != 1:
+            if data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs; "
                                    f"pass gradient= for a tensor of shape {self.shape}")
-            # array(1) is one C call (numpy.ones is a Python function); reshape covers shapes like (1, 1)
-            gradient = backend.get_array_module(self.data).array(1, dtype=self.data.dtype).reshape(self.data.shape)
+            gradient = _seed(data)
         else:
-            gradient = _as_array(gradient, self.data)
-            if numpy.shape(gradient) != self.data.shape:
+            gradient = _as_array(gradient, data)
+            if numpy.shape(gradient) != data.shape:
                 raise RuntimeError(f"gradient has shape {numpy.shape(gradient)}, but the tensor has shape "
-                                   f"{self.data.shape}; pass one gradient element per tensor element")
+                                   f"{data.shape}; pass one gradient element per tensor element")
             if not backend.is_array(gradient):  # a Python number for a 0-d tensor
-                gradient = backend.get_array_module(self.data).asarray(gradient, dtype=self.data.dtype)
-        _run_backward(self, gradient, retain_graph)
+                gradient = backend.get_array_module(data).asarray(gradient, dtype=data.dtype)
+        try:
+            _backward_pass(self, gradient, retain_graph)
+        finally:
+            while _end_callbacks:
+                _end_callbacks.pop(0)()
 
 
 class _HookHandle:
@@ -364,16 +384,21 @@ def queue_callback(fn) -> None:
     _end_callbacks.append(fn)
 
 
-def _run_end_callbacks():
-    while _end_callbacks:
-        _end_callbacks.pop(0)()
+_SEEDS = {}  # (dtype, shape) -> read-only numpy array of ones: the implicit gradient of a scalar
 
 
-def _run_backward(root, gradient, retain_graph):
-    try:
-        _backward_pass(root, gradient, retain_graph)
-    finally:
-        _run_end_callbacks()
+def _seed(data):
+    """The gradient 1 for a one-element tensor. On the CPU one cached read-only array per dtype and
+    shape (an op writing into its gy would be a bug, and a leaf handed the seed copies it, as
+    `given` below says); on a GPU a fresh one on the tensor's device."""
+    if data.__class__ is not numpy.ndarray:
+        return backend.get_array_module(data).ones(data.shape, dtype=data.dtype)
+    key = (data.dtype, data.shape)
+    seed = _SEEDS.get(key)
+    if seed is None:
+        seed = _SEEDS[key] = numpy.ones(data.shape, dtype=data.dtype)
+        seed.flags.writeable = False
+    return seed
 
 
 def _count_uses(root):
@@ -382,26 +407,26 @@ def _count_uses(root):
     uses = {}
     stack = [root]
     while stack:
-        ctx = stack.pop()._ctx
-        for p, need in zip(ctx.parents, ctx.needs_input_grad):
-            if need:
-                n = uses.get(p)
-                if n is None:
-                    uses[p] = 1
-                    if p._ctx is not None:
-                        stack.append(p)  # first visit of a non-leaf: walk its inputs once
-                else:
-                    uses[p] = n + 1
+        for p in stack.pop()._ctx.parents:
+            if p is None:
+                continue
+            if p in uses:
+                uses[p] += 1
+            else:
+                uses[p] = 1
+                if p._ctx is not None:
+                    stack.append(p)  # first visit of a non-leaf: walk its inputs once
     return uses
 
 
 def _backward_pass(root, gradient, retain_graph):
-    # `given`: the arrays handed out as some leaf's .grad (id -> weak reference), so no two leaves
-    # share one array (an in-place allreduce or zero_ on one would change the other). The caller's
-    # own gradient array counts as handed out: a leaf must not alias it either. Weak references,
-    # not bare ids: a hook may drop a .grad at once (DDP moves it into its bucket), and a later array
-    # at the same address must not be mistaken for it (that cost DDP three needless copies a step).
-    given = {id(gradient): weakref.ref(gradient)}
+    # `given`: id of each array handed out as a .grad in this pass -> the tensor it went to, so no
+    # two leaves share one array (an in-place allreduce or zero_ on one would change the other).
+    # An id counts only while that tensor's .grad still is the array: a hook may drop a .grad at once
+    # (DDP moves it into its bucket), and a later array at the same address is then a different one
+    # (mistaking it cost DDP three needless copies a step). The caller's own gradient array counts
+    # as handed out: a leaf must not alias it either.
+    given = {id(gradient): _Holder(gradient)}
     if root._ctx is None:  # backward() on a leaf: its gradient is the seed itself
         _accumulate_leaf(root, gradient, given)
         return
@@ -414,25 +439,26 @@ def _backward_pass(root, gradient, retain_graph):
     while ready:
         t, g = ready.pop()
         ctx = t._ctx
+        parents = ctx.parents
         if g is None:  # no gradient reached t (every path returned None): still release its inputs
-            gins = (None,) * len(ctx.parents)
+            gins = (None,) * len(parents)
         else:
             if t._retains_grad:
                 t.grad = g.copy() if t.grad is None else t.grad + g
             gins = ctx.backward(g)
-            if type(gins) is not tuple:  # a bare array for a one-input op is fine, as in torch
+            if gins.__class__ is not tuple:  # a bare array for a one-input op is fine, as in torch
                 gins = tuple(gins) if isinstance(gins, list) else (gins,)
-            if len(gins) != len(ctx.parents):  # zip would silently drop the missing ones
+            if len(gins) != len(parents):  # zip would silently drop the missing ones
                 raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(gins)} gradients for "
-                                   f"{len(ctx.parents)} inputs; return one per input (None where unused)")
+                                   f"{len(parents)} inputs; return one per input (None where unused)")
         if not retain_graph:
             t._ctx = _FREED  # drops ctx and the arrays it saved once this loop moves on
-        for p, gp, need in zip(ctx.parents, gins, ctx.needs_input_grad):
-            if not need:
+        for p, gp in zip(parents, gins):
+            if p is None:
                 continue
-            n = uses[p] - 1
-            if n:  # more gradients will arrive for p: keep the running sum
-                uses[p] = n
+            n = uses[p]
+            if n != 1:  # more gradients will arrive for p: keep the running sum
+                uses[p] = n - 1
                 if gp is not None:
                     prev = partial.get(p)
                     partial[p] = gp if prev is None else prev + gp
@@ -447,26 +473,44 @@ def _backward_pass(root, gradient, retain_graph):
                 _accumulate_leaf(p, gp, given)
 
 
+class _Holder:
+    """Stands for the caller in `given`: its .grad is the gradient passed to backward()."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self, grad):
+        self.grad = grad
+
+
 def _accumulate_leaf(p, g, given):
-    if isinstance(g, numpy.generic):  # numpy's full reductions give scalars; .grad is always an array
-        g = numpy.array(g)
-    if g.shape != p.data.shape:  # an op returned a gradient of the wrong shape: a bug in that op
-        raise RuntimeError(f"gradient shape {g.shape} does not match tensor shape {p.data.shape}")
-    if g.dtype is not p.data.dtype and g.dtype != p.data.dtype:  # `is`: the cheap, usual answer
-        g = g.astype(p.data.dtype)
+    data = p.data
+    if g.__class__ is not data.__class__ or g.dtype is not data.dtype or g.shape != data.shape:
+        g = _conform(g, data)
     if p.grad is None:
         # An op may hand the same array to two inputs (Add returns gy for both), or a view (a
         # read-only broadcast, a slice of gy): own a copy then. A fresh owned array is kept as is.
-        seen = given.get(id(g))
-        if g.base is not None or (seen is not None and seen() is g):
+        owner = given.get(id(g))
+        if g.base is not None or (owner is not None and owner.grad is g):
             g = g.copy()
         p.grad = g
-        given[id(g)] = weakref.ref(g)
+        given[id(g)] = p
     else:
         p.grad = p.grad + g
     if p._post_hooks:
         for hook in tuple(p._post_hooks):
             hook(p)
+
+
+def _conform(g, data):
+    """The rare cases of a leaf gradient: a numpy scalar (full reductions give one) becomes an
+    array, another float dtype is cast; a wrong shape is a bug in the op that made it."""
+    if isinstance(g, numpy.generic):
+        g = numpy.array(g)
+    if g.shape != data.shape:
+        raise RuntimeError(f"gradient shape {g.shape} does not match tensor shape {data.shape}")
+    if g.dtype != data.dtype:
+        g = g.astype(data.dtype)
+    return g
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:

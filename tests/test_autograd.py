@@ -192,6 +192,34 @@ def test_leaf_gradient_does_not_alias_the_callers_gradient():
     assert not np.shares_memory(a.grad, g)
 
 
+def test_implicit_seed_is_never_handed_to_a_leaf_or_changed():
+    a, b = db.tensor(1.0, requires_grad=True), db.tensor(1.0, requires_grad=True)
+    (a + b).backward()  # Add hands the implicit gradient 1 to both leaves
+    a.grad += 5  # must reach neither b nor the next backward's seed
+    assert b.grad == 1 and a.grad.flags.writeable
+    c = db.tensor(2.0, requires_grad=True)
+    c.backward()  # backward on a leaf: its gradient is the seed itself
+    c.grad *= 3
+    d = db.tensor(7.0, requires_grad=True)
+    (d * 1).backward()
+    assert d.grad == 1 and c.grad == 3
+
+
+def test_a_gradient_a_hook_moved_away_does_not_make_a_later_array_a_copy():
+    """DDP's hook moves a .grad into its bucket; the array it dropped may be freed and its address
+    reused by the next gradient, which must then be kept as is, not copied (nor aliased)."""
+    ws = [t64(4, 4) for _ in range(3)]
+    for w in ws:
+        w.register_post_accumulate_grad_hook(lambda t: setattr(t, "grad", t.grad * 1.0))
+    h = db.tensor(np.ones((2, 4)))
+    for w in ws:
+        h = h @ w
+    h.sum().backward()
+    for w in ws:
+        assert w.grad.base is None
+    assert not np.shares_memory(ws[0].grad, ws[1].grad)
+
+
 def test_leaf_gradient_from_a_view_is_an_owned_array():
     x = t64(3, 4)
     x.reshape(12).backward(np.arange(12.0))

@@ -101,6 +101,15 @@ def test_cross_entropy_rejects_targets_whose_shape_does_not_fit_the_logits():
 def test_cross_entropy_rejects_negative_targets_other_than_ignore_index():
     with pytest.raises(ValueError, match="-1"):
         F.cross_entropy(t64(2, 3), np.array([0, -1]))
+    with pytest.raises(ValueError, match="-1"):  # also when some target is ignored
+        F.cross_entropy(t64(3, 3), np.array([-100, 0, -1]))
+
+
+def test_cross_entropy_rejects_targets_past_the_last_class():
+    with pytest.raises(ValueError, match=r"target 3 is out of range.*\[0, 3\)"):
+        F.cross_entropy(t64(2, 3), np.array([0, 3]))
+    with pytest.raises(ValueError, match="target 5 is out of range"):
+        F.cross_entropy(t64(3, 3), np.array([-100, 5, 0]))
 
 
 def test_cross_entropy_is_stable_at_huge_logits():

@@ -189,3 +189,22 @@ def test_replacing_a_submodule_keeps_its_place_in_the_order():
     lin = model[0]
     lin.weight = nn.Parameter(np.zeros((3, 2), dtype=np.float32))
     assert list(dict(lin.named_parameters())) == ["weight", "bias"]
+
+
+def test_calling_a_module_runs_its_forward_and_a_subclass_may_define_call():
+    class Double(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    class Triple(Double):  # inherits nothing to change: forward is overridden
+        def forward(self, x):
+            return x * 3
+
+    class Logged(Double):  # its own __call__ wins over the forward shortcut
+        def __call__(self, x):
+            return self.forward(x) + 1
+
+    x = db.tensor([1.0])
+    assert Double()(x).item() == 2 and Triple()(x).item() == 3 and Logged()(x).item() == 3
+    with pytest.raises(NotImplementedError):
+        nn.Module()(x)

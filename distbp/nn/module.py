@@ -86,6 +86,14 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that defines forward gets it as its __call__ as well, so `model(x)` is one
+        # Python frame, not two: an MLP step pays that frame for every layer. (So assigning a new
+        # forward to a class or an instance later does not change what calling it runs.)
+        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
+            cls.__call__ = cls.__dict__["forward"]
+
     # ----- traversal -----
     def named_modules(self, prefix: str = ""):
         yield prefix, self

@@ -43,19 +43,18 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """y = x @ W.T + b with W of shape (out, in), PyTorch's layout. One node, so an MLP step
-    costs the same few BLAS calls as hand-written NumPy."""
+    """y = x @ W.T + b with W of shape (out, in), PyTorch's layout; b may be None. One node, so an
+    MLP step costs the same few BLAS calls as hand-written NumPy."""
 
-    def forward(self, x, w, b=None):
-        self.x, self.w, self.has_b = x, w, b is not None
+    def forward(self, x, w, b):  # b: the bias array, or None
+        self.x, self.w = x, w
         y = x @ w.T
         if b is not None:
             y += b
         return y
 
     def backward(self, gy):
-        nx, nw = self.needs_input_grad[:2]
-        nb = self.has_b and self.needs_input_grad[2]
+        nx, nw, nb = self.needs_input_grad  # nb is False when there is no bias
         x = self.x
         gx = gy @ self.w if nx else None
         gw = gb = None
@@ -66,7 +65,7 @@ class Linear(Function):
             gw = gy.T @ x
         if nb:
             gb = gy.sum(axis=0)
-        return (gx, gw, gb) if self.has_b else (gx, gw)
+        return gx, gw, gb
 
 
 def matmul(a, b):
@@ -74,6 +73,4 @@ def matmul(a, b):
 
 
 def linear(x, weight, bias=None):
-    if bias is None:
-        return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, is_array
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -27,6 +27,21 @@ def _scale(gy, reduction, n):
     return gy / n if reduction == "mean" else gy
 
 
+_ROWS = {}  # n -> read-only numpy.arange(n): cross entropy indexes rows with it every step
+
+
+def _row_indices(xp, n):
+    if xp is not numpy:
+        return xp.arange(n)
+    rows = _ROWS.get(n)
+    if rows is None:
+        if len(_ROWS) > 64:  # batch sizes seen are few; bound it anyway
+            _ROWS.clear()
+        rows = _ROWS[n] = numpy.arange(n)
+        rows.flags.writeable = False
+    return rows
+
+
 class CrossEntropy(Function):
     """log_softmax + negative log likelihood over dim 1 for integer class targets.
     logits (N, C) or (N, C, d...) with targets (N,) or (N, d...). Targets equal to
@@ -45,19 +60,27 @@ class CrossEntropy(Function):
         shifted = logits - logits.max(axis=1, keepdims=True)
         e = xp.exp(shifted)
         s = e.sum(axis=1, keepdims=True)
-        rows = xp.arange(len(targets))
-        # unsigned targets cannot be negative: skip the check's extra pass over them
-        if len(targets) and (ignore_index >= 0 or (targets.dtype.kind == "i" and targets.min() < 0)):
+        rows = _row_indices(xp, len(targets))
+        c = logits.shape[1]
+        n = len(targets)
+        # argmin, not min: a C method without numpy's Python wrapper, and this runs every step
+        if n and (ignore_index >= 0 or (targets.dtype.kind == "i" and targets[targets.argmin()] < 0)):
             valid = targets != ignore_index
-            if bool((targets[valid] < 0).any()):  # numpy would wrap a negative class index silently
-                bad = int(targets[valid].min())
-                raise ValueError(f"cross_entropy target {bad} is negative; class targets must be in "
-                                 f"[0, {logits.shape[1]}) or equal ignore_index ({ignore_index})")
+            kept = targets[valid]
+            bad = (kept < 0) | (kept >= c)
+            if bool(bad.any()):  # numpy would wrap a negative class index silently, cupy any bad one
+                raise ValueError(f"cross_entropy target {int(kept[bad][0])} is out of range; class targets "
+                                 f"must be in [0, {c}) or equal ignore_index ({ignore_index})")
             targets = xp.where(valid, targets, 0)
-            self.n = int(valid.sum())
-        else:  # fast path: nothing to ignore (the usual case)
-            valid, self.n = None, len(targets)
-        nll = xp.log(s[:, 0]) - shifted[rows, targets]
+            self.n = int(kept.size)
+        else:  # the usual case: nothing to ignore
+            valid, self.n = None, n
+        try:
+            picked = shifted[rows, targets]
+        except IndexError:  # a target >= C
+            raise ValueError(f"cross_entropy target {int(targets.max())} is out of range; class targets "
+                             f"must be in [0, {c}) or equal ignore_index ({ignore_index})") from None
+        nll = xp.log(s[:, 0]) - picked
         if valid is not None:
             nll *= valid
         e /= s  # the softmax, in place: backward's starting point
@@ -73,7 +96,9 @@ class CrossEntropy(Function):
         if self.reduction == "none":
             g *= gy.reshape(-1)[:, None]
         else:
-            g *= gy / self.n if self.reduction == "mean" else gy
+            if self.reduction == "mean":  # on the CPU as a Python float: numpy's 0-d arithmetic costs more
+                gy = float(gy) / self.n if gy.__class__ is numpy.ndarray else gy / self.n
+            g *= gy
         if self.valid is not None:
             g *= self.valid[:, None]
         if self.spatial is not None:
@@ -163,12 +188,15 @@ def _target(t, like):
 
 
 def cross_entropy(logits, target, reduction="mean", ignore_index=-100):
-    _check_reduction(reduction)
-    t = target.data if isinstance(target, Tensor) else get_array_module(logits.data).asarray(target)
+    if reduction not in _REDUCTIONS:
+        _check_reduction(reduction)
+    t = target.data if isinstance(target, Tensor) else target
+    if not is_array(t):
+        t = get_array_module(logits.data).asarray(t)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy expects integer class targets, got dtype {t.dtype}")
-    shape = logits.shape
-    if len(shape) < 2 or t.shape != shape[:1] + shape[2:]:
+    shape = logits.data.shape
+    if not (len(shape) == 2 and t.shape == shape[:1]) and (len(shape) < 2 or t.shape != shape[:1] + shape[2:]):
         raise ValueError(f"cross_entropy needs logits (N, C, d...) and targets (N, d...); got logits "
                          f"{tuple(shape)} and targets {t.shape}")
     return CrossEntropy.apply(logits, t, reduction=reduction, ignore_index=ignore_index)
