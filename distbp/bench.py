@@ -25,7 +25,8 @@ import numpy
 
 import distbp as db
 from distbp import nn
-from distbp.dist import DistributedDataParallel, init
+from distbp.dist import DistributedDataParallel, get_comm, init
+from distbp.dist.comm import SelfComm
 from distbp.optim import SGD
 
 
@@ -102,13 +103,16 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda runs on CuPy")
     p.add_argument("--bucket-mb", type=float, default=25, help="gradient bucket size in MB")
     p.add_argument("--compare-bare", action="store_true", help="also time a bare mpi4py Allreduce")
+    p.add_argument("--scaling", type=int, metavar="BLOCKS", default=0,
+                   help="weak scaling under mpiexec: BLOCKS blocks of --steps steps on rank 0 alone "
+                        "(the others sleep) interleaved with BLOCKS on all ranks")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name in ("batch_per_rank", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.warmup < 0 or args.scaling < 0:
+        p.error(f"--warmup and --scaling must be >= 0, got {args.warmup} and {args.scaling}")
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
@@ -118,16 +122,15 @@ def parse_args(argv=None):
     return args
 
 
-def run(args) -> dict:
-    comm = init(threads=args.threads)
-    db.set_default_dtype(numpy.dtype(args.dtype))
+def make_step(args, comm):
+    """A training step of the chosen model wrapped in DDP over `comm`, on synthetic data; and the DDP."""
     db.manual_seed(0)
     model, in_shape, classes = build_model(args.model, args.sizes)
     if args.device == "cuda":
         model.to("cuda")
     ddp = DistributedDataParallel(model, comm, bucket_cap_mb=args.bucket_mb)
     opt = SGD(ddp.parameters(), lr=0.01)
-    rng = numpy.random.default_rng(comm.rank)
+    rng = numpy.random.default_rng(get_comm().rank)
     x = db.tensor(rng.standard_normal((args.batch_per_rank,) + in_shape).astype(args.dtype), device=args.device)
     y = rng.integers(0, classes, args.batch_per_rank)
 
@@ -135,7 +138,52 @@ def run(args) -> dict:
         opt.zero_grad()
         nn.functional.cross_entropy(ddp(x), y).backward()
         opt.step()
+    return step, ddp
 
+
+def run_scaling(args, comm) -> dict:
+    """Weak scaling with the noise of a shared machine taken out as far as timing can: blocks of
+    steps on rank 0 alone (a world of one, the other ranks asleep) alternate with blocks on all
+    ranks, so a disturbance hits both alike, and each side keeps its best and its median block."""
+    if comm.size < 2:
+        raise ValueError("--scaling compares one rank with all of them; run it under mpiexec -n 2 or more")
+    step_all, _ = make_step(args, comm)
+    step_solo = make_step(args, SelfComm())[0] if comm.rank == 0 else None
+    for _ in range(args.warmup):
+        step_all()
+        if step_solo:
+            step_solo()
+    solo, full = [], []
+    for _ in range(args.scaling):
+        if comm.rank == 0:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step_solo()
+            solo.append((time.perf_counter() - t0) / args.steps)
+        release = comm.comm.Ibarrier()  # the others sleep here, leaving rank 0 the machine
+        while not release.Test():
+            time.sleep(0.0005)
+        comm.barrier()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step_all()
+        full.append((time.perf_counter() - t0) / args.steps)
+    full = numpy.max(comm.allgather(numpy.array(full)), axis=0)  # a block lasts as long as its slowest rank
+    solo = comm.bcast_obj(solo)  # rank 0's
+    best, median = (min(solo), min(full)), (statistics.median(solo), statistics.median(full))
+    return {"model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
+            "dtype": args.dtype, "blocks": args.scaling, "steps_per_block": args.steps,
+            "solo_step_ms_best": 1e3 * best[0], "step_ms_best": 1e3 * best[1],
+            "solo_step_ms_median": 1e3 * median[0], "step_ms_median": 1e3 * median[1],
+            "weak_scaling_best": best[0] / best[1], "weak_scaling_median": median[0] / median[1]}
+
+
+def run(args) -> dict:
+    comm = init(threads=args.threads)
+    db.set_default_dtype(numpy.dtype(args.dtype))
+    if args.scaling:
+        return run_scaling(args, comm)
+    step, ddp = make_step(args, comm)
     for _ in range(args.warmup):
         step()
     waits = []
@@ -177,7 +225,6 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError) as e:  # bad model/device choice: one clear line, no traceback
         print(f"distbp.bench: error: {e}", file=sys.stderr)
         return 2
-    from distbp.dist import get_comm
     if get_comm().rank == 0:
         if args.json:
             print(json.dumps(out))

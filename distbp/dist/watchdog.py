@@ -23,6 +23,8 @@ DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
         "allgather_obj", "send", "recv", "split")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
+BUSY_S = float(os.environ.get("DISTBP_WAIT_SPIN_US", "1000")) * 1e-6  # spin this long, then nap
+NAP_S = float(os.environ.get("DISTBP_WAIT_NAP_US", "20")) * 1e-6     # the nap between later Test() calls
 _ANSWER_BYTES = 256
 _step = 0
 
@@ -131,16 +133,24 @@ class Watchdog:
         rec.t0 = time.monotonic()
         deadline = rec.t0 + self.timeout
         test, iprobe, sides = request.Test, self.side.Iprobe, self.MPI.ANY_SOURCE
-        spins = 0
+        nap_from = rec.t0 + BUSY_S
+        spins, napping = 0, False
         while not test():
             spins += 1
             if spins & 15 == 0:
                 if iprobe(source=sides, tag=_TAG_ASK):
                     self._answer()
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     self._report_and_abort(rec)
-                # NOTE: with more ranks than cores a spinning rank starves the one it waits for.
-                os.sched_yield()
+                napping = now > nap_from
+                if not napping:
+                    os.sched_yield()  # with more ranks than cores, let the rank we wait for run
+            if napping:
+                # A long wait naps between Test() calls: a busy-waiting rank slowed the matmuls of
+                # the rank it waited for by ~20% on the 2-core machine even with a core each. Short
+                # waits spin: each nap adds latency to a collective whose peers are all there.
+                time.sleep(NAP_S)
         self.current = None
 
     def _status(self) -> numpy.ndarray:

@@ -1,0 +1,26 @@
+"""Commands that launch their own mpiexec job (run by the single-process pytest pass)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not installed next to python")
+
+
+def test_bench_scaling_times_one_rank_alone_and_all_ranks_in_turn():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env.pop("PMI_RANK", None)
+    proc = subprocess.run(["timeout", "120", str(MPIEXEC), "-n", "2", sys.executable, "-m", "distbp.bench",
+                           "--sizes", "16,8,4", "--batch-per-rank", "4", "--steps", "2", "--warmup", "1",
+                           "--scaling", "3", "--json"], check=False, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["world_size"] == 2 and out["blocks"] == 3 and out["steps_per_block"] == 2
+    assert 0 < out["solo_step_ms_best"] <= out["solo_step_ms_median"]
+    assert 0 < out["step_ms_best"] <= out["step_ms_median"]
+    assert out["weak_scaling_best"] == pytest.approx(out["solo_step_ms_best"] / out["step_ms_best"])
