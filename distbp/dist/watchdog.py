@@ -23,8 +23,8 @@ DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
         "allgather_obj", "send", "recv", "split")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
-BUSY_S = float(os.environ.get("DISTBP_WAIT_SPIN_US", "1000")) * 1e-6  # spin this long, then nap
-NAP_S = float(os.environ.get("DISTBP_WAIT_NAP_US", "20")) * 1e-6     # the nap between later Test() calls
+BUSY_TESTS = int(os.environ.get("DISTBP_WAIT_BUSY_TESTS", "64"))  # Test() calls before napping starts
+NAP_S = float(os.environ.get("DISTBP_WAIT_NAP_US", "20")) * 1e-6    # the nap between later Test() calls
 _ANSWER_BYTES = 256
 _step = 0
 
@@ -133,23 +133,19 @@ class Watchdog:
         rec.t0 = time.monotonic()
         deadline = rec.t0 + self.timeout
         test, iprobe, sides = request.Test, self.side.Iprobe, self.MPI.ANY_SOURCE
-        nap_from = rec.t0 + BUSY_S
-        spins, napping = 0, False
+        spins = 0
         while not test():
             spins += 1
             if spins & 15 == 0:
                 if iprobe(source=sides, tag=_TAG_ASK):
                     self._answer()
-                now = time.monotonic()
-                if now > deadline:
+                if time.monotonic() > deadline:
                     self._report_and_abort(rec)
-                napping = now > nap_from
-                if not napping:
-                    os.sched_yield()  # with more ranks than cores, let the rank we wait for run
-            if napping:
-                # A long wait naps between Test() calls: a busy-waiting rank slowed the matmuls of
-                # the rank it waited for by ~20% on the 2-core machine even with a core each. Short
-                # waits spin: each nap adds latency to a collective whose peers are all there.
+            if spins > BUSY_TESTS:
+                # Nap, do not spin: a busy-waiting rank slowed the matmuls of the rank it waited for
+                # by ~20% on the 2-core machine even with a core each (and starves it when ranks
+                # outnumber cores). A large allreduce needs only a few Test() calls (MPICH copies
+                # with CMA), so with precise naps (runtime.precise_naps) this cost it ~0.1 ms.
                 time.sleep(NAP_S)
         self.current = None
 
