@@ -21,6 +21,7 @@ import sys
 import numpy
 
 from .. import backend
+from .shm import SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
 
 # Variables that MPI launchers set in every rank they start (MPICH/Hydra, Open MPI, PMIx, Slurm PMI).
@@ -79,6 +80,12 @@ class Communicator:
     def iallreduce(self, array, op: str = "sum") -> Request:
         """Start an in-place allreduce; `array` is reduced once the request's wait() returns."""
         raise NotImplementedError
+
+    def alloc_buffer(self, numel: int, dtype, xp=numpy):
+        """A flat array to reduce with this communicator again and again (a gradient bucket).
+        Collective: every rank calls it, in the same order. An MPI communicator whose ranks share
+        one machine gives back shared memory, which its sum-allreduce uses (shm.py)."""
+        return xp.empty(numel, dtype=dtype)
 
     def bcast(self, array, root: int = 0):
         """Overwrite `array` on every rank with root's (same shape and dtype everywhere)."""
@@ -207,6 +214,9 @@ class MPIComm(Communicator):
         self.size = self.comm.Get_size()
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self.watchdog = Watchdog(self.comm, timeout, debug)
+        self._node = None   # the ranks on this machine, made by the first alloc_buffer
+        self._shared = {}   # id(array) -> SharedSegments, for arrays from alloc_buffer
+        self._in_flight = []  # SharedAllreduce requests not finished yet
 
     def _op(self, op):
         return self._ops[_check_op(op)]
@@ -216,8 +226,26 @@ class MPIComm(Communicator):
         rec = self.watchdog.begin(name, array, collective)
         self.watchdog.wait(start(), rec)
 
+    def alloc_buffer(self, numel, dtype, xp=numpy):
+        if xp is not numpy or self.size == 1 or numel < self.size or os.environ.get("DISTBP_SHM_ALLREDUCE") == "0":
+            return xp.empty(numel, dtype=dtype)
+        if self._node is None:  # the ranks that share this machine (collective, once)
+            self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
+        if self._node.Get_size() != self.size:  # ranks on several machines: MPI moves the bytes
+            return xp.empty(numel, dtype=dtype)
+        segments = SharedSegments(self.MPI, self._node, numel, dtype)
+        self._shared[id(segments.mine)] = segments
+        return segments.mine
+
+    def uses_shared_memory(self, array) -> bool:
+        """Whether a sum-allreduce of `array` goes through node shared memory (see alloc_buffer)."""
+        seg = self._shared.get(id(array))
+        return seg is not None and seg.mine is array
+
     def iallreduce(self, array, op="sum"):
         rec = self.watchdog.begin("iallreduce", array)
+        if _check_op(op) == "sum" and self.uses_shared_memory(array):
+            return SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight)
         buf, staged = _host(array)
         req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._op(op))
         return _MPIRequest(self, req, rec, array, buf if staged else None)

@@ -144,6 +144,8 @@ class DistributedDataParallel(Module):
             buckets.append(current)
         object.__setattr__(self, "_buckets", [
             _Bucket(ps, ps[0].data.dtype, backend.get_array_module(ps[0].data)) for ps in buckets])
+        for b in self._buckets:  # allocated once (fresh pages every step cost as much as the copy);
+            b.buffer = self._grad_comm.alloc_buffer(b.numel, b.dtype, b.xp)  # node shared memory under MPI
         self._slot = {}
         for bi, b in enumerate(self._buckets):
             for i, p in enumerate(b.params):
@@ -165,8 +167,6 @@ class DistributedDataParallel(Module):
         self.iteration += 1
         set_step(self.iteration)
         for b in self._buckets:
-            if b.buffer is None:  # allocated once: fresh pages every step would cost as much as the copy
-                b.buffer = b.xp.empty(b.numel, dtype=b.dtype)
             b.ready, b.request = 0, None
             b.filled = [False] * len(b.params)
         self._next = 0  # buckets start in index order on every rank, whatever order they fill in

@@ -125,8 +125,9 @@ class Watchdog:
                                       "with the same shapes and dtypes")
 
     # ----- waiting -----
-    def wait(self, request, rec: Record) -> None:
-        """Wait for an MPI request, answering status questions; past the deadline, report and abort."""
+    def wait(self, request, rec: Record, progress=None) -> None:
+        """Wait for an MPI request, answering status questions; past the deadline, report and abort.
+        `progress()`, if given, is called between tests (it advances work that waits on this process)."""
         if request.Test():
             return
         self.current = rec
@@ -135,6 +136,8 @@ class Watchdog:
         test, iprobe, sides = request.Test, self.side.Iprobe, self.MPI.ANY_SOURCE
         spins = 0
         while not test():
+            if progress is not None:
+                progress()
             spins += 1
             if spins & 15 == 0:
                 if iprobe(source=sides, tag=_TAG_ASK):

@@ -23,6 +23,44 @@ def test_iallreduce_completes_after_wait(comm):
     np.testing.assert_array_equal(req.wait(), np.arange(5) * comm.size * (comm.size + 1) / 2)
 
 
+def _rank_values(rank, numel):
+    return np.random.default_rng(100 + rank).standard_normal(numel)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("numel", [1000, 7])  # 7: slices of unequal length on 2 and 4 ranks
+def test_buffer_allreduce_sums_in_rank_order_exactly_with_two_in_flight(comm, numel):
+    """alloc_buffer's arrays are node shared memory under MPI on one machine; their sum-allreduce must
+    be exact (every element summed in rank order, the same bits on every rank), also while two are
+    in flight and ranks finish them in different orders (each buffer needs its own barriers)."""
+    a, b = comm.alloc_buffer(numel, np.float64), comm.alloc_buffer(numel, np.float64)
+    if comm.size > 1:
+        assert comm.uses_shared_memory(a) and comm.uses_shared_memory(b)
+    for step in range(3):  # reuse, as DDP reuses its buckets every step
+        a[...] = _rank_values(comm.rank, numel) * (step + 1)
+        b[...] = _rank_values(comm.rank, numel) * -2.0
+        ra, rb = comm.iallreduce(a), comm.iallreduce(b)
+        for req in ((ra, rb) if comm.rank % 2 else (rb, ra)):  # odd ranks finish a first, even ones b
+            req.wait()
+        want_a = _rank_values(0, numel) * (step + 1)
+        for r in range(1, comm.size):
+            want_a = want_a + _rank_values(r, numel) * (step + 1)
+        np.testing.assert_array_equal(a, want_a)
+        np.testing.assert_array_equal(b, -2.0 * sum(_rank_values(r, numel) for r in range(comm.size)))
+    everyone = comm.allgather(a)
+    assert all(np.array_equal(row, everyone[0]) for row in everyone)
+
+
+@pytest.mark.mpi
+def test_buffer_smaller_than_the_world_falls_back_to_mpi(comm):
+    a = comm.alloc_buffer(1, np.float32)
+    a[...] = comm.rank + 1
+    comm.iallreduce(a).wait()
+    assert a[0] == comm.size * (comm.size + 1) / 2
+    if comm.size > 1:
+        assert not comm.uses_shared_memory(a)
+
+
 @pytest.mark.mpi
 def test_bcast_allgather_reduce_scatter_closed_forms(comm):
     n, r = comm.size, comm.rank
