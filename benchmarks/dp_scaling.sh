@@ -4,8 +4,9 @@
 # Usage: bash benchmarks/dp_scaling.sh [REPEATS]. Timings on a shared 2-core machine vary up to 2x
 # run to run (PLATFORM.md), so two methods:
 #   pairs:       a 1-rank run, then a 2-rank run, REPEATS times; each pair gives an efficiency.
-#   interleaved: one 2-rank job alternating blocks on rank 0 alone (rank 1 asleep) and on both
-#                ranks (`--scaling`), so a slow spell of the machine hits both sides alike.
+#   interleaved: one 2-rank job alternating blocks on rank 0 alone (rank 1 asleep), on both ranks
+#                each training alone (no communication), and on both ranks data-parallel
+#                (`--scaling`), so a slow spell of the machine hits all three alike.
 # Prints every JSON line, then a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,16 @@ pairs = [(a, b) for a, b in zip(runs[::2], runs[1::2])]
 eff = [a["step_ms"] / b["step_ms"] for a, b in pairs]
 inter = [r["weak_scaling_best"] for r in rows if "blocks" in r]
 inter_med = [r["weak_scaling_median"] for r in rows if "blocks" in r]
+machine = [r["machine_scaling_median"] for r in rows if "blocks" in r]
+ddp_cost = [r["ddp_vs_alone_median"] for r in rows if "blocks" in r]
 fmt = lambda xs: f"{min(xs):.3f}-{max(xs):.3f}, median {statistics.median(xs):.3f}"
 print(f"weak scaling, pairs of runs:        {fmt(eff)}")
 print(f"weak scaling, interleaved (best):   {fmt(inter)}")
 print(f"weak scaling, interleaved (median): {fmt(inter_med)}")
+print(f"  = machine (rank 0 alone / every rank alone at once, medians): {fmt(machine)}")
+print(f"  x data parallelism (every rank alone / DDP, medians):        {fmt(ddp_cost)}")
 print(f"comm wait % of step (2 ranks):      {fmt([b['comm_wait_pct'] for _, b in pairs])}")
+print(f"  of it, the communication alone %:   "
+      f"{fmt([100 * b['comm_wait_last_rank_ms'] / b['step_ms'] for _, b in pairs])}")
 print(f"bucket allreduce / bare Allreduce:  {fmt([b['bucket_vs_bare'] for _, b in pairs])}")
 EOF

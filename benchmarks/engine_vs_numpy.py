@@ -6,7 +6,7 @@ written by hand in NumPy, and PyTorch when it is importable.
     python benchmarks/engine_vs_numpy.py --sizes 8,8,4 --batch 4   # tiny: shows pure Python overhead
 
 NumPy and distbp are timed interleaved (A, B, A, B, ...) and each keeps its best block, so a noisy
-neighbour slows both alike (torch is timed after them, on its own); compare figures from one run only (they vary up to 2x
+neighbour slows both alike; `paired median` is the median over pairs of adjacent blocks of their ratio (torch is timed after them, on its own); compare figures from one run only (they vary up to 2x
 from run to run on a shared machine). Before timing, one
 step of each is checked to produce the same weights, so all three do the same work.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 
@@ -111,8 +112,9 @@ def torch_step(weights, x, y, lr):
     return step, params
 
 
-def best_step_seconds(steps: dict, repeats: int, target_s: float) -> dict:
-    """Interleaved timing: per implementation, the best mean step time over `repeats` blocks."""
+def best_step_seconds(steps: dict, repeats: int, target_s: float, blocks: dict | None = None) -> dict:
+    """Interleaved timing: per implementation, the best mean step time over `repeats` blocks.
+    `blocks`, if given, receives every block's mean step time per implementation, in order."""
     for step in steps.values():  # warm up (allocator, BLAS buffers)
         for _ in range(3):
             step()
@@ -127,7 +129,10 @@ def best_step_seconds(steps: dict, repeats: int, target_s: float) -> dict:
             t0 = time.perf_counter()
             for _ in range(n):
                 step()
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
+            sec = (time.perf_counter() - t0) / n
+            best[name] = min(best[name], sec)
+            if blocks is not None:
+                blocks.setdefault(name, []).append(sec)
     return best
 
 
@@ -152,7 +157,8 @@ def run_config(sizes, batch, repeats, target_s, with_torch):
     built = {name: make(weights, x, y, TIMING_LR) for name, make in impls.items()}
     # numpy and distbp interleaved; torch alone afterwards, because its OpenMP workers keep spinning
     # after each torch call and would slow whatever block ran next
-    best = best_step_seconds({name: built[name][0] for name in ("numpy", "distbp")}, repeats, target_s)
+    blocks = {}
+    best = best_step_seconds({name: built[name][0] for name in ("numpy", "distbp")}, repeats, target_s, blocks)
     if with_torch:
         best.update(best_step_seconds({"torch": built["torch"][0]}, repeats, target_s))
     row = {"sizes": list(sizes), "batch": batch}
@@ -160,6 +166,10 @@ def run_config(sizes, batch, repeats, target_s, with_torch):
         row[f"{name}_step_ms"] = sec * 1e3
         row[f"{name}_samples_per_sec"] = batch / sec
     row["distbp_over_numpy"] = best["numpy"] / best["distbp"]
+    # each numpy block against the distbp block that ran right after it: a slow spell of the
+    # machine mostly hits both, so the median of these ratios is the steadiest figure
+    row["distbp_over_numpy_paired_median"] = statistics.median(
+        a / b for a, b in zip(blocks["numpy"], blocks["distbp"]))
     if with_torch:
         row["torch_over_numpy"] = best["numpy"] / best["torch"]
     return row
@@ -199,12 +209,13 @@ def main(argv=None):
         return
     names = ["numpy", "distbp"] + (["torch"] if with_torch else [])
     print(f"one training step, float32, {args.threads} BLAS thread(s); samples/s (best of {args.repeats})")
-    head = f"{'MLP':>22} {'batch':>6}" + "".join(f"{n:>12}" for n in names) + f"{'distbp/numpy':>14}"
+    head = (f"{'MLP':>22} {'batch':>6}" + "".join(f"{n:>12}" for n in names)
+            + f"{'distbp/numpy':>14}{'paired median':>15}")
     print(head)
     for r in rows:
         line = f"{'-'.join(map(str, r['sizes'])):>22} {r['batch']:>6}"
         line += "".join(f"{r[n + '_samples_per_sec']:>12.0f}" for n in names)
-        print(line + f"{r['distbp_over_numpy']:>14.3f}")
+        print(line + f"{r['distbp_over_numpy']:>14.3f}{r['distbp_over_numpy_paired_median']:>15.3f}")
 
 
 if __name__ == "__main__":

@@ -104,8 +104,8 @@ def parse_args(argv=None):
     p.add_argument("--bucket-mb", type=float, default=25, help="gradient bucket size in MB")
     p.add_argument("--compare-bare", action="store_true", help="also time a bare mpi4py Allreduce")
     p.add_argument("--scaling", type=int, metavar="BLOCKS", default=0,
-                   help="weak scaling under mpiexec: BLOCKS blocks of --steps steps on rank 0 alone "
-                        "(the others sleep) interleaved with BLOCKS on all ranks")
+                   help="weak scaling under mpiexec: BLOCKS rounds of three blocks of --steps steps: rank 0 "
+                        "alone (the others sleep), every rank alone at once, and all ranks data-parallel")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name in ("batch_per_rank", "steps"):
@@ -142,40 +142,52 @@ def make_step(args, comm):
 
 
 def run_scaling(args, comm) -> dict:
-    """Weak scaling with the noise of a shared machine taken out as far as timing can: blocks of
-    steps on rank 0 alone (a world of one, the other ranks asleep) alternate with blocks on all
-    ranks, so a disturbance hits both alike, and each side keeps its best and its median block."""
+    """Weak scaling with the noise of a shared machine taken out as far as timing can. Three kinds
+    of block take turns, so a disturbance hits all alike, and each keeps its best and median block:
+    `solo`, rank 0 alone (a world of one, the other ranks asleep); `alone`, every rank training its
+    own world of one at the same time (what the machine gives N busy cores, with no communication);
+    and the data-parallel job on all ranks. solo/alone is the ceiling the hardware sets;
+    alone/all is what data parallelism itself costs (communication and waiting for the slowest)."""
     if comm.size < 2:
         raise ValueError("--scaling compares one rank with all of them; run it under mpiexec -n 2 or more")
     step_all, _ = make_step(args, comm)
-    step_solo = make_step(args, SelfComm())[0] if comm.rank == 0 else None
+    step_alone = make_step(args, SelfComm())[0]
     for _ in range(args.warmup):
         step_all()
-        if step_solo:
-            step_solo()
-    solo, full = [], []
-    for _ in range(args.scaling):
-        if comm.rank == 0:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step_solo()
-            solo.append((time.perf_counter() - t0) / args.steps)
-        release = comm.comm.Ibarrier()  # the others sleep here, leaving rank 0 the machine
-        while not release.Test():
-            time.sleep(0.0005)
-        comm.barrier()
+        step_alone()
+
+    def block(step) -> float:
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            step_all()
-        full.append((time.perf_counter() - t0) / args.steps)
-    full = numpy.max(comm.allgather(numpy.array(full)), axis=0)  # a block lasts as long as its slowest rank
+            step()
+        return (time.perf_counter() - t0) / args.steps
+
+    def sleep_until_all_arrive() -> None:  # a rank waiting here sleeps, leaving the cores to the others
+        release = comm.comm.Ibarrier()
+        while not release.Test():
+            time.sleep(0.0005)
+
+    solo, alone, full = [], [], []
+    for _ in range(args.scaling):
+        if comm.rank == 0:
+            solo.append(block(step_alone))
+        sleep_until_all_arrive()
+        comm.barrier()
+        alone.append(block(step_alone))
+        sleep_until_all_arrive()
+        comm.barrier()
+        full.append(block(step_all))
+    # a block of all ranks lasts as long as its slowest rank
+    alone, full = (numpy.max(comm.allgather(numpy.array(xs)), axis=0) for xs in (alone, full))
     solo = comm.bcast_obj(solo)  # rank 0's
-    best, median = (min(solo), min(full)), (statistics.median(solo), statistics.median(full))
-    return {"model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
-            "dtype": args.dtype, "blocks": args.scaling, "steps_per_block": args.steps,
-            "solo_step_ms_best": 1e3 * best[0], "step_ms_best": 1e3 * best[1],
-            "solo_step_ms_median": 1e3 * median[0], "step_ms_median": 1e3 * median[1],
-            "weak_scaling_best": best[0] / best[1], "weak_scaling_median": median[0] / median[1]}
+    out = {"model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
+           "dtype": args.dtype, "blocks": args.scaling, "steps_per_block": args.steps}
+    for stat, pick in (("best", min), ("median", statistics.median)):
+        t_solo, t_alone, t_all = pick(solo), pick(alone), pick(full)
+        out.update({f"solo_step_ms_{stat}": 1e3 * t_solo, f"alone_step_ms_{stat}": 1e3 * t_alone,
+                    f"step_ms_{stat}": 1e3 * t_all, f"weak_scaling_{stat}": t_solo / t_all,
+                    f"machine_scaling_{stat}": t_solo / t_alone, f"ddp_vs_alone_{stat}": t_alone / t_all})
+    return out
 
 
 def run(args) -> dict:

@@ -14,6 +14,8 @@ want to keep across steps.
 
 Sync points (every rank must reach them): the constructor; each forward in training mode when
 `broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`.
+A second backward through one synchronised forward's graph (retain_graph) raises RuntimeError, as in
+torch: its gradients would otherwise silently stay unreduced.
 """
 from __future__ import annotations
 
@@ -123,6 +125,7 @@ class DistributedDataParallel(Module):
         self._build_buckets([p for p in module.parameters() if p.requires_grad])
         self.require_backward_grad_sync = True
         self._armed = False
+        self._reduced_since_forward = False  # a backward has reduced the last forward's gradients
         self._warned_unused = False
         self.iteration = 0            # synchronised steps so far; also the watchdog's step number
         self.last_comm_wait_s = 0.0   # time the last backward waited for its allreduces at the end
@@ -158,9 +161,10 @@ class DistributedDataParallel(Module):
             for b in self.module.buffers():
                 if backend.is_array(b):
                     self.comm.bcast(b)
-        sync = autograd.is_grad_enabled() and self.require_backward_grad_sync and self._buckets
-        if sync and not self._armed:
-            self._arm()
+        if autograd.is_grad_enabled():
+            self._reduced_since_forward = False
+            if self.require_backward_grad_sync and self._buckets and not self._armed:
+                self._arm()
         return self.module(*args, **kwargs)
 
     def _arm(self, queue: bool = True) -> None:
@@ -172,7 +176,7 @@ class DistributedDataParallel(Module):
         self._next = 0  # buckets start in index order on every rank, whatever order they fill in
         self._armed = True
         if queue:
-            autograd.queue_callback(self._finish)
+            autograd.queue_callback(self._finish_backward)
 
     def reduce_gradients(self) -> None:
         """Reduce every parameter's current .grad now, outside backward (same buckets and rules)."""
@@ -198,7 +202,12 @@ class DistributedDataParallel(Module):
     # ----- backward: fill buckets, start their allreduces, keep them moving -----
     def _on_grad(self, p) -> None:
         if not self._armed:
-            return
+            if self._reduced_since_forward:  # torch DDP fails here too ("marked ready twice")
+                raise RuntimeError(
+                    f"rank {self.comm.rank}: DistributedDataParallel: a second backward through one forward's "
+                    "graph; its gradients would not be reduced across ranks. Call the wrapped model again "
+                    "before each backward (to accumulate, run the earlier ones under no_sync())")
+            return  # a forward under no_sync(): gradients stay local
         bi, i = self._slot[id(p)]
         b = self._buckets[bi]
         if b.filled[i]:
@@ -228,6 +237,10 @@ class DistributedDataParallel(Module):
             b = self._buckets[self._next]
             b.request = self._grad_comm.iallreduce(b.buffer)
             self._next += 1
+
+    def _finish_backward(self) -> None:
+        self._finish()
+        self._reduced_since_forward = True
 
     def _finish(self) -> None:
         """End of backward: zero-fill grads that never came, wait for every bucket, hand grads back."""

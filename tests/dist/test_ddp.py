@@ -194,6 +194,21 @@ def test_no_sync_keeps_grads_local_then_reduces_the_accumulated_sum(comm):
 
 
 @pytest.mark.mpi
+def test_second_backward_through_one_forward_raises_on_every_rank_instead_of_going_unreduced(comm):
+    ddp = DistributedDataParallel(nn.Linear(2, 1), comm)
+    loss = ddp(db.tensor(np.ones((1, 2), dtype=np.float32))).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward through one forward's graph"):
+        loss.backward()
+    # a new forward before each backward is fine, and so is accumulating under no_sync()
+    with ddp.no_sync():
+        out = ddp(db.tensor(np.ones((1, 2), dtype=np.float32))).sum()
+    out.backward(retain_graph=True)
+    out.backward()
+    ddp(db.tensor(np.ones((1, 2), dtype=np.float32))).sum().backward()
+
+
+@pytest.mark.mpi
 def test_reduce_gradients_outside_backward_averages_current_grads(comm):
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
     ddp = DistributedDataParallel(model, comm, bucket_cap_mb=1e-5)   # one bucket per parameter

@@ -12,7 +12,7 @@ MPIEXEC = Path(sys.executable).parent / "mpiexec"
 pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not installed next to python")
 
 
-def test_bench_scaling_times_one_rank_alone_and_all_ranks_in_turn():
+def test_bench_scaling_times_rank0_alone_every_rank_alone_and_all_ranks_in_turn():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
     env.pop("PMI_RANK", None)
     proc = subprocess.run(["timeout", "120", str(MPIEXEC), "-n", "2", sys.executable, "-m", "distbp.bench",
@@ -21,6 +21,10 @@ def test_bench_scaling_times_one_rank_alone_and_all_ranks_in_turn():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["world_size"] == 2 and out["blocks"] == 3 and out["steps_per_block"] == 2
-    assert 0 < out["solo_step_ms_best"] <= out["solo_step_ms_median"]
-    assert 0 < out["step_ms_best"] <= out["step_ms_median"]
-    assert out["weak_scaling_best"] == pytest.approx(out["solo_step_ms_best"] / out["step_ms_best"])
+    for stat in ("best", "median"):
+        solo, alone, full = (out[f"{kind}step_ms_{stat}"] for kind in ("solo_", "alone_", ""))
+        assert out[f"weak_scaling_{stat}"] == pytest.approx(solo / full)
+        assert out[f"machine_scaling_{stat}"] == pytest.approx(solo / alone)
+        assert out[f"ddp_vs_alone_{stat}"] == pytest.approx(alone / full)
+    for kind in ("solo_", "alone_", ""):
+        assert 0 < out[f"{kind}step_ms_best"] <= out[f"{kind}step_ms_median"]
