@@ -208,3 +208,18 @@ def test_calling_a_module_runs_its_forward_and_a_subclass_may_define_call():
     assert Double()(x).item() == 2 and Triple()(x).item() == 3 and Logged()(x).item() == 3
     with pytest.raises(NotImplementedError):
         nn.Module()(x)
+
+
+def test_a_forward_assigned_to_an_instance_is_what_calling_it_runs_as_in_torch():
+    import copy
+    lin, other = nn.Linear(2, 2), nn.Linear(2, 2)
+    x = db.tensor(np.ones((1, 2), dtype=np.float32))
+    original = lin.forward
+    lin.forward = lambda inp: original(inp) * 0 + 7
+    np.testing.assert_array_equal(lin(x).data, 7)
+    assert isinstance(lin, nn.Linear) and type(lin).__name__ == "Linear"
+    assert list(lin.state_dict()) == ["weight", "bias"]
+    np.testing.assert_array_equal(copy.deepcopy(lin)(x).data, 7)
+    assert not np.all(other(x).data == 7)  # other instances of the class are untouched
+    del lin.forward  # back to the class's forward
+    np.testing.assert_allclose(lin(x).data, original(x).data)

@@ -21,6 +21,18 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+_INSTANCE_FORWARD_CLASSES = {}
+
+
+def _calls_instance_forward(cls):
+    """cls with the generic __call__ (self.forward looked up per call); same name, one per class."""
+    sub = _INSTANCE_FORWARD_CLASSES.get(cls)
+    if sub is None:
+        sub = _INSTANCE_FORWARD_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__call__": Module.__call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return sub
+
+
 class Module:
     """Base class: assign Parameters, Modules and buffers as attributes and they are registered,
     in assignment order, which fixes `parameters()` order and `state_dict()` keys."""
@@ -53,6 +65,10 @@ class Module:
         if own is not None:
             own[name] = value  # an existing key keeps its place: replacing a layer keeps the order
         object.__setattr__(self, name, value)
+        if name == "forward" and type(self).__call__ is not Module.__call__:
+            # calling runs the class's forward directly (see __init_subclass__); an instance with its
+            # own forward moves to a subclass whose __call__ looks forward up, as torch's does
+            object.__setattr__(self, "__class__", _calls_instance_forward(type(self)))
 
     def __getattr__(self, name):  # only called when normal lookup fails
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -89,8 +105,8 @@ class Module:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         # A subclass that defines forward gets it as its __call__ as well, so `model(x)` is one
-        # Python frame, not two: an MLP step pays that frame for every layer. (So assigning a new
-        # forward to a class or an instance later does not change what calling it runs.)
+        # Python frame, not two: an MLP step pays that frame for every layer. A forward assigned to
+        # an instance later still runs (__setattr__); one assigned to the class later does not.
         if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
             cls.__call__ = cls.__dict__["forward"]
 
