@@ -10,18 +10,22 @@ from distbp import nn
 from distbp.nn import functional as F
 
 
-def conv2d_reference(x, w, b, stride, padding):
-    """The textbook definition, one output element at a time."""
-    (sh, sw), (ph, pw) = stride, padding
-    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+def conv2d_reference(x, w, b, stride, padding, dilation=(1, 1), groups=1):
+    """The textbook definition, one output element (and group) at a time; each padding is an int
+    or a (before, after) pair."""
+    (sh, sw), (dh, dw) = stride, dilation
+    x = np.pad(x, ((0, 0), (0, 0), *(p if isinstance(p, tuple) else (p, p) for p in padding)))
     n, _, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    ho, wo = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (wd - dw * (kw - 1) - 1) // sw + 1
     y = np.zeros((n, o, ho, wo))
-    for i in range(ho):
-        for j in range(wo):
-            patch = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
-            y[:, :, i, j] = np.einsum("nchw,ochw->no", patch, w)
+    for g in range(groups):
+        for i in range(ho):
+            for j in range(wo):
+                patch = x[:, g * cg:(g + 1) * cg, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                          j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                y[:, g * og:(g + 1) * og, i, j] = np.einsum("nchw,ochw->no", patch, w[g * og:(g + 1) * og])
     return y + (0 if b is None else b[None, :, None, None])
 
 
@@ -80,6 +84,20 @@ def test_conv_rejects_bad_shapes_with_clear_errors():
         nn.Conv2d(3, 4, 0)
 
 
+def _assert_matches_torch(torch, tmod, mod, xshape):
+    """With torch's weights loaded, outputs and input/weight/bias gradients agree in float64."""
+    tmod = tmod.double()
+    mod.double().load_state_dict({k: v.detach().numpy() for k, v in tmod.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal(xshape)
+    xt, xd = torch.tensor(x, requires_grad=True), db.tensor(x, requires_grad=True)
+    yt, yd = tmod(xt), mod(xd)
+    (yt ** 2).sum().backward()
+    (yd * yd).sum().backward()
+    np.testing.assert_allclose(yd.numpy(), yt.detach().numpy(), atol=1e-10)
+    for mine, theirs in [(xd.grad, xt.grad), (mod.weight.grad, tmod.weight.grad), (mod.bias.grad, tmod.bias.grad)]:
+        np.testing.assert_allclose(mine, theirs.numpy(), atol=1e-10)
+
+
 def test_conv_matches_torch_with_its_weights():
     torch = torch_or_skip()
     cases = [(torch.nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2)),
@@ -87,17 +105,7 @@ def test_conv_matches_torch_with_its_weights():
              (torch.nn.Conv1d(3, 4, 3, stride=2, padding=1), nn.Conv1d(3, 4, 3, stride=2, padding=1),
               (2, 3, 9))]
     for tmod, mod, shape in cases:
-        tmod = tmod.double()
-        mod.double().load_state_dict({k: v.detach().numpy() for k, v in tmod.state_dict().items()})
-        x = np.random.default_rng(0).standard_normal(shape)
-        xt, xd = torch.tensor(x, requires_grad=True), db.tensor(x, requires_grad=True)
-        yt, yd = tmod(xt), mod(xd)
-        (yt ** 2).sum().backward()
-        (yd * yd).sum().backward()
-        np.testing.assert_allclose(yd.numpy(), yt.detach().numpy(), atol=1e-10)
-        np.testing.assert_allclose(xd.grad, xt.grad.numpy(), atol=1e-10)
-        np.testing.assert_allclose(mod.weight.grad, tmod.weight.grad.numpy(), atol=1e-10)
-        np.testing.assert_allclose(mod.bias.grad, tmod.bias.grad.numpy(), atol=1e-10)
+        _assert_matches_torch(torch, tmod, mod, shape)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -115,3 +123,113 @@ def test_small_cnn_matches_gradcheck_in_train_and_eval_modes(mode):
         return model(x)
 
     assert db.gradcheck(fn, [t64(3, 1, 4, 4), *model.parameters()])
+
+
+# dilation, groups, padding='same'/'valid': (nd, input shape, weight shape, kwargs, the zero padding
+# those kwargs mean, per spatial axis (before, after); worked out by hand from PyTorch's rules)
+NEW_ARGS = {
+    "dilation-2d": (2, (2, 3, 9, 8), (4, 3, 3, 2), {"stride": (2, 1), "padding": (1, 2), "dilation": 2},
+                    ((1, 1), (2, 2))),
+    "dilation-1d": (1, (2, 3, 11), (4, 3, 3), {"stride": 2, "padding": 1, "dilation": 2}, ((1, 1),)),
+    "groups2": (2, (2, 4, 7, 6), (6, 2, 3, 2), {"stride": (1, 2), "padding": 1, "groups": 2},
+                ((1, 1), (1, 1))),
+    "depthwise-2d": (2, (2, 3, 7, 6), (6, 1, 3, 3), {"stride": 2, "dilation": (1, 2), "groups": 3},
+                     ((0, 0), (0, 0))),
+    "depthwise-1d": (1, (2, 3, 9), (6, 1, 3), {"padding": 1, "groups": 3}, ((1, 1),)),
+    "same-odd": (2, (2, 3, 7, 6), (4, 3, 3, 5), {"padding": "same"}, ((1, 1), (2, 2))),
+    # even effective kernels: PyTorch pads the odd one out at the bottom / right
+    "same-even-dilated": (2, (2, 3, 7, 6), (4, 3, 4, 2), {"padding": "same", "dilation": (1, 3)},
+                          ((1, 2), (1, 2))),
+    "same-even-1d": (1, (2, 3, 10), (4, 3, 4), {"padding": "same"}, ((1, 2),)),
+    "same-dilated-groups-1d": (1, (2, 4, 10), (4, 2, 3), {"padding": "same", "dilation": 2, "groups": 2},
+                               ((2, 2),)),
+    "valid": (2, (2, 3, 7, 6), (4, 3, 3, 2), {"padding": "valid"}, ((0, 0), (0, 0))),
+}
+
+
+def _reference_new_args(nd, x, w, b, kwargs, pads):
+    """conv2d_reference of a NEW_ARGS case; a 1-d one as 2-d of height 1."""
+    stride, dilation, groups = kwargs.get("stride", 1), kwargs.get("dilation", 1), kwargs.get("groups", 1)
+    if nd == 1:
+        y = conv2d_reference(x[:, :, None], w[:, :, None], b, (1, stride), ((0, 0), *pads), (1, dilation), groups)
+        return y[:, :, 0]
+    stride, dilation = (v if isinstance(v, tuple) else (v, v) for v in (stride, dilation))
+    return conv2d_reference(x, w, b, stride, pads, dilation, groups)
+
+
+@pytest.mark.parametrize("case", NEW_ARGS)
+def test_conv_dilation_groups_and_string_padding_match_direct_loop_reference(case):
+    nd, xshape, wshape, kwargs, pads = NEW_ARGS[case]
+    x, w, b = t64(*xshape).data, t64(*wshape).data, t64(wshape[0]).data
+    y = getattr(F, f"conv{nd}d")(db.tensor(x), db.tensor(w), db.tensor(b), **kwargs)
+    np.testing.assert_allclose(y.numpy(), _reference_new_args(nd, x, w, b, kwargs, pads), atol=1e-12)
+    if kwargs.get("padding") == "same":
+        assert y.shape[2:] == xshape[2:]
+
+
+@pytest.mark.parametrize("case", NEW_ARGS)
+def test_conv_dilation_groups_and_string_padding_match_gradcheck(case):
+    nd, xshape, wshape, kwargs, _ = NEW_ARGS[case]
+    conv = getattr(F, f"conv{nd}d")
+    assert db.gradcheck(lambda *a: conv(*a, **kwargs), [t64(*xshape), t64(*wshape), t64(wshape[0])])
+
+
+@pytest.mark.parametrize("case", NEW_ARGS)
+def test_conv_dilation_groups_and_string_padding_match_torch_with_its_weights(case):
+    torch = torch_or_skip()
+    nd, xshape, wshape, kwargs, _ = NEW_ARGS[case]
+    args = (xshape[1], wshape[0], wshape[2:])
+    _assert_matches_torch(torch, getattr(torch.nn, f"Conv{nd}d")(*args, **kwargs),
+                          getattr(nn, f"Conv{nd}d")(*args, **kwargs), xshape)
+
+
+def test_grouped_conv_has_torch_weight_shape_init_and_repr():
+    conv = nn.Conv2d(6, 4, 3, padding="same", dilation=2, groups=2, bias=False)
+    assert conv.weight.shape == (4, 3, 3, 3) and conv.bias is None
+    bound = 1 / math.sqrt(3 * 3 * 3)  # fan_in = in_channels / groups * kh * kw
+    assert 0.8 * bound < np.abs(conv.weight.data).max() <= bound
+    assert repr(conv) == ("Conv2d(6, 4, kernel_size=(3, 3), stride=(1, 1), padding=same, dilation=(2, 2), "
+                          "groups=2, bias=False)")
+    assert repr(nn.Conv1d(2, 3, 4)) == "Conv1d(2, 3, kernel_size=(4,), stride=(1,))"
+    assert repr(nn.Conv1d(2, 3, 4, padding=1)) == "Conv1d(2, 3, kernel_size=(4,), stride=(1,), padding=(1,))"
+
+
+def test_conv_rejects_groups_that_do_not_divide_the_channels():
+    with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="out_channels must be divisible by groups"):
+        nn.Conv1d(4, 3, 3, groups=2)
+    with pytest.raises(ValueError, match="groups must be a positive integer"):
+        nn.Conv2d(4, 4, 3, groups=0)
+    x = db.randn(1, 4, 5, 5)
+    with pytest.raises(ValueError, match="input has 4 channels but the weight expects 6"):
+        F.conv2d(x, db.randn(4, 3, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="output channels are not divisible by groups=2"):
+        F.conv2d(x, db.randn(3, 2, 3, 3), groups=2)
+
+
+def test_conv_rejects_padding_same_with_stride():
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided convolutions"):
+        nn.Conv2d(2, 2, 3, stride=(1, 2), padding="same")
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided convolutions"):
+        F.conv1d(db.randn(1, 2, 8), db.randn(2, 2, 3), stride=2, padding="same")
+
+
+def test_conv_rejects_unknown_padding_string():
+    with pytest.raises(ValueError, match="Invalid padding string 'full'"):
+        nn.Conv1d(2, 2, 3, padding="full")
+    with pytest.raises(ValueError, match="Invalid padding string 'Same'"):
+        F.conv2d(db.randn(1, 2, 5, 5), db.randn(2, 2, 3, 3), padding="Same")
+
+
+def test_conv_rejects_padding_modes_other_than_zeros():
+    assert nn.Conv2d(2, 2, 3, padding_mode="zeros").padding_mode == "zeros"
+    with pytest.raises(ValueError, match="padding_mode='reflect' is not supported"):
+        nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+
+
+def test_conv_rejects_a_dilated_kernel_larger_than_the_input():
+    with pytest.raises(ValueError, match="kernel 3 with dilation 3 with padding 0 does not fit an input of size 6"):
+        F.conv1d(db.randn(1, 2, 6), db.randn(2, 2, 3), dilation=3)
+    with pytest.raises(ValueError, match="dilation must be positive"):
+        F.conv2d(db.randn(1, 2, 6, 6), db.randn(2, 2, 3, 3), dilation=(1, 0))

@@ -1,6 +1,7 @@
 """Convolution (im2col + one batched matmul) and max/avg pooling, for 1-D and 2-D inputs.
 
 A 1-D input (N, C, L) is run as a 2-D one of height 1, so there is one implementation of each op.
+Convolution takes PyTorch's stride, padding (ints or 'same'/'valid'), dilation and groups.
 Pooling loops over the kh*kw window offsets, each a strided view of the input: no window array is
 materialised, and the max keeps the FIRST maximum of a window, as PyTorch does.
 """
@@ -26,18 +27,27 @@ def _to_2d(x, name: str):
     return x, False
 
 
-def _out_size(size, k, s, p, what):
-    out = (size + 2 * p - k) // s + 1
+def _sides(p) -> tuple:
+    """A padding as its (before, after) pair: an int pads both sides alike."""
+    return p if isinstance(p, tuple) else (p, p)
+
+
+def _out_size(size, k, s, p, what, d=1):
+    """PyTorch's floor((size + pad_before + pad_after - d*(k-1) - 1) / s) + 1; p: int or pair."""
+    out = (size + sum(_sides(p)) - d * (k - 1) - 1) // s + 1
     if out < 1:
-        raise ValueError(f"{what}: kernel {k} with padding {p} does not fit an input of size {size}")
+        kernel = f"kernel {k}" if d == 1 else f"kernel {k} with dilation {d}"
+        raise ValueError(f"{what}: {kernel} with padding {p} does not fit an input of size {size}")
     return out
 
 
 def _pad(x, ph, pw, value=0.0):
-    if ph == 0 and pw == 0:
+    """Pad the last two axes by ph and pw, each an int or a (before, after) pair."""
+    ph, pw = _sides(ph), _sides(pw)
+    if ph == pw == (0, 0):
         return x
     xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    return xp.pad(x, ((0, 0), (0, 0), ph, pw), constant_values=value)
 
 
 def _window(a, i, j, sh, sw, ho, wo):
@@ -46,57 +56,64 @@ def _window(a, i, j, sh, sw, ho, wo):
 
 
 class Conv2d(Function):
-    """y[n, o] = sum over c, i, j of w[o, c, i, j] * xpad[n, c, s*h + i, s*w + j] + b[o].
+    """y[n, o] = sum over c in o's group, i, j of w[o, c, i, j] * xpad[n, c, s*h + d*i, s*w + d*j] + b[o].
 
-    im2col: the windows become a (N, C*kh*kw, Ho*Wo) array, so forward is one batched matmul with
-    the (O, C*kh*kw) weight and the output comes out contiguous in NCHW order."""
+    im2col: the windows become a (N, G, C/G*kh*kw, Ho*Wo) array, so forward is one batched matmul
+    with the (G, O/G, C/G*kh*kw) weight (G = groups: group g's outputs see only its C/G input
+    channels) and the output comes out contiguous in NCHW order. Each padding is an int or a
+    (before, after) pair, as padding='same' may pad one more after than before."""
 
-    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0)):
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
         xp = get_array_module(x)
         x4, self.was_1d = _to_2d(x, "conv")
         w4 = w[:, :, None, :] if w.ndim == 3 else w
         n, c, h, wd = x4.shape
         o, cw, kh, kw = w4.shape
-        if c != cw:
-            raise ValueError(f"conv: input has {c} channels but the weight expects {cw} "
-                             f"(weight shape {w.shape})")
-        (sh, sw), (ph, pw) = stride, padding
-        ho, wo = _out_size(h, kh, sh, ph, "conv"), _out_size(wd, kw, sw, pw, "conv")
+        if c != cw * groups:
+            raise ValueError(f"conv: input has {c} channels but the weight expects {cw * groups} "
+                             f"(weight shape {w.shape}, groups={groups})")
+        if o % groups:
+            raise ValueError(f"conv: the weight's {o} output channels are not divisible by groups={groups}")
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        ho, wo = _out_size(h, kh, sh, ph, "conv", dh), _out_size(wd, kw, sw, pw, "conv", dw)
         xpad = _pad(x4, ph, pw)
-        # im2col: copy the kh*kw strided views into one (N, C, kh, kw, Ho, Wo) array
+        # im2col: copy the kh*kw strided views (offsets scaled by the dilation) into one
+        # (N, C, kh, kw, Ho, Wo) array
         cols = xp.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                cols[:, :, i, j] = _window(xpad, i, j, sh, sw, ho, wo)
-        cols = cols.reshape(n, c * kh * kw, ho * wo)
-        w2 = w4.reshape(o, -1)
-        y = xp.matmul(w2, cols)  # (N, O, Ho*Wo)
-        if b is not None:
-            y += b[:, None]
-        self.cols, self.w2, self.has_b = cols, w2, b is not None
-        self.geom = (x4.shape, w.shape, kh, kw, sh, sw, ph, pw, ho, wo)
+                cols[:, :, i, j] = _window(xpad, i * dh, j * dw, sh, sw, ho, wo)
+        # channels are group-major, so splitting them into (G, C/G) is a free reshape
+        cols = cols.reshape(n, groups, cw * kh * kw, ho * wo)
+        wg = w4.reshape(groups, o // groups, -1)
+        y = xp.matmul(wg, cols)  # (N, G, O/G, Ho*Wo)
         y = y.reshape(n, o, ho, wo)
+        if b is not None:
+            y += b[:, None, None]
+        self.cols, self.wg, self.has_b = cols, wg, b is not None
+        self.geom = (x4.shape, w.shape, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
         return y[:, :, 0, :] if self.was_1d else y
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        (n, c, h, wd), wshape, kh, kw, sh, sw, ph, pw, ho, wo = self.geom
-        o = wshape[0]
-        g = gy.reshape(n, o, ho * wo)
+        (n, c, h, wd), wshape, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = self.geom
+        (pt, pb), (pl, pr) = _sides(ph), _sides(pw)
+        groups, og = self.wg.shape[:2]
+        g = gy.reshape(n, groups, og, ho * wo)
         nx, nw = self.needs_input_grad[:2]
         gx = gw = gb = None
         if nw:
             # sum over n of g[n] @ cols[n].T: a batched matmul, no transposed copy of either operand
-            gw = xp.matmul(g, self.cols.transpose(0, 2, 1)).sum(axis=0).reshape(wshape)
+            gw = xp.matmul(g, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(wshape)
         if self.has_b and self.needs_input_grad[2]:
-            gb = g.sum(axis=(0, 2))
+            gb = g.sum(axis=(0, 3)).reshape(-1)
         if nx:
-            gcols = xp.matmul(self.w2.T, g).reshape(n, c, kh, kw, ho, wo)
-            gxpad = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+            gcols = xp.matmul(self.wg.transpose(0, 2, 1), g).reshape(n, c, kh, kw, ho, wo)
+            gxpad = xp.zeros((n, c, h + pt + pb, wd + pl + pr), dtype=gy.dtype)
             for i in range(kh):  # col2im: windows overlap when stride < kernel, so accumulate
                 for j in range(kw):
-                    _window(gxpad, i, j, sh, sw, ho, wo)[...] += gcols[:, :, i, j]
-            gx = gxpad[:, :, ph:ph + h, pw:pw + wd]
+                    _window(gxpad, i * dh, j * dw, sh, sw, ho, wo)[...] += gcols[:, :, i, j]
+            gx = gxpad[:, :, pt:pt + h, pl:pl + wd]
             if self.was_1d:
                 gx = gx[:, :, 0, :]
         return (gx, gw, gb) if self.has_b else (gx, gw)
@@ -177,12 +194,6 @@ class AvgPool2d(Function):
         return (gx[:, :, 0, :] if self.was_1d else gx,)
 
 
-def _conv_args(stride, padding, nd):
-    if nd == 1:
-        return (1, _one(stride, "stride")), (0, _one(padding, "padding"))
-    return _pair(stride, "stride"), _pair(padding, "padding")
-
-
 def _one(v, name):
     v = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
     if not isinstance(v, int):
@@ -190,38 +201,61 @@ def _one(v, name):
     return v
 
 
+def _nd_arg(v, name, nd, fill):
+    """A 2-d op's int or pair as a pair; a 1-d op's int as (fill, v), for its height-1 2-d form."""
+    return (fill, _one(v, name)) if nd == 1 else _pair(v, name)
+
+
 def _check_geometry(stride, padding, what):
     if min(stride) < 1:
         raise ValueError(f"{what}: stride must be positive, got {stride}")
-    if min(padding) < 0:
+    if min(min(_sides(p)) for p in padding) < 0:  # ints, or conv's (before, after) pairs
         raise ValueError(f"{what}: padding must be non-negative, got {padding}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """torch.nn.functional.conv2d: x (N, C, H, W), weight (O, C, kh, kw), bias (O,)."""
-    stride, padding = _conv_args(stride, padding, 2)
-    _check_geometry(stride, padding, "conv2d")
-    args = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2d.apply(*args, stride=stride, padding=padding)
+def check_padding_string(padding, stride):
+    """PyTorch's checks of padding='same'/'valid' (shared with the nn layers, which check it early)."""
+    if padding not in ("same", "valid"):
+        raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError("padding='same' is not supported for strided convolutions")
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0):
-    """torch.nn.functional.conv1d: x (N, C, L), weight (O, C, k), bias (O,)."""
-    stride, padding = _conv_args(stride, padding, 1)
-    _check_geometry(stride, padding, "conv1d")
+def _conv(x, weight, bias, stride, padding, dilation, groups, nd, what):
+    stride, dilation = _nd_arg(stride, "stride", nd, 1), _nd_arg(dilation, "dilation", nd, 1)
+    if min(dilation) < 1:
+        raise ValueError(f"{what}: dilation must be positive, got {dilation}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{what}: groups must be a positive integer, got {groups!r}")
+    if isinstance(padding, str):
+        check_padding_string(padding, stride)
+        kernel = weight.shape[2:] if nd == 2 else (1, *weight.shape[2:])
+        # 'same' pads d*(k-1) in all; PyTorch puts the odd one out after (bottom / right)
+        total = [d * (k - 1) if padding == "same" else 0 for k, d in zip(kernel, dilation)]
+        padding = tuple((t // 2, t - t // 2) for t in total)
+    else:
+        padding = _nd_arg(padding, "padding", nd, 0)
+    _check_geometry(stride, padding, what)
     args = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2d.apply(*args, stride=stride, padding=padding)
+    return Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,);
+    padding: int, pair, 'same' or 'valid'."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv1d: input (N, C, L), weight (O, C/groups, k), bias (O,);
+    padding: int, 'same' or 'valid'."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
 
 
 def _pool(cls, x, kernel_size, stride, padding, nd, what):
-    if nd == 1:
-        kernel = (1, _one(kernel_size, "kernel_size"))
-        stride = kernel if stride is None else (1, _one(stride, "stride"))
-        padding = (0, _one(padding, "padding"))
-    else:
-        kernel = _pair(kernel_size, "kernel_size")
-        stride = kernel if stride is None else _pair(stride, "stride")
-        padding = _pair(padding, "padding")
+    kernel = _nd_arg(kernel_size, "kernel_size", nd, 1)
+    stride = kernel if stride is None else _nd_arg(stride, "stride", nd, 1)
+    padding = _nd_arg(padding, "padding", nd, 0)
     if min(kernel) < 1:
         raise ValueError(f"{what}: kernel_size must be positive, got {kernel_size}")
     _check_geometry(stride, padding, what)

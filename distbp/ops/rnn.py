@@ -5,7 +5,8 @@ Each Function takes a sequence-first input x (T, B, I), the initial state, and P
 projection of every step is one matmul before the loop; the loop does only the hidden-hidden
 product and the gate arithmetic, into preallocated arrays. Backward through time is one reverse
 loop that stores each step's pre-activation gradients, then the weight gradients are again one
-matmul each over all steps.
+matmul each over all steps. A bidirectional layer's reverse direction is the same Function run
+on the time-reversed sequence (nn.rnn flips its input and output), so these run forward in time only.
 """
 from __future__ import annotations
 
