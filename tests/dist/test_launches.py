@@ -28,3 +28,15 @@ def test_bench_scaling_times_rank0_alone_every_rank_alone_and_all_ranks_in_turn(
         assert out[f"ddp_vs_alone_{stat}"] == pytest.approx(alone / full)
     for kind in ("solo_", "alone_", ""):
         assert 0 < out[f"{kind}step_ms_best"] <= out[f"{kind}step_ms_median"]
+
+
+def test_doctor_under_mpiexec_checks_collectives_between_ranks():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PMI_RANK", None)
+    proc = subprocess.run(["timeout", "120", str(MPIEXEC), "-n", "2", sys.executable, "-m", "distbp.doctor",
+                           "--json"], check=False, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["world_size"] == 2 and [r["pid"] for r in report["ranks"]][0] != report["ranks"][1]["pid"]
+    assert report["bucket_path"] == "shared memory" and report["allreduce_16mb_ms"] > 0
+    assert [line[:4] for line in report["checks"][:3]] == ["OK  "] * 3
