@@ -71,9 +71,14 @@ def _mlp():
 
 
 @pytest.mark.mpi
-def test_mlp_on_n_ranks_equals_one_process(comm):
+@pytest.mark.parametrize("shm", ["1", "0"], ids=["shared-memory-buckets", "mpi-buckets"])
+def test_mlp_on_n_ranks_equals_one_process(comm, monkeypatch, shm):
+    # "0" takes the path ranks on several machines take: buckets reduced by MPI's Iallreduce
+    monkeypatch.setenv("DISTBP_SHM_ALLREDUCE", shm)
     x, y = _data(8 * 4, (6,), 3)
     ref, ddp = _run(_mlp, comm, x, y, batch=8, steps=20)
+    if comm.size > 1:
+        assert all(ddp._grad_comm.uses_shared_memory(b.buffer) == (shm == "1") for b in ddp._buckets)
     assert max_diff(ddp, ref) <= TOL
 
 

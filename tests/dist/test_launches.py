@@ -37,6 +37,6 @@ def test_doctor_under_mpiexec_checks_collectives_between_ranks():
                            "--json"], check=False, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["world_size"] == 2 and [r["pid"] for r in report["ranks"]][0] != report["ranks"][1]["pid"]
+    assert report["world_size"] == 2 and report["ranks"][0]["pid"] != report["ranks"][1]["pid"]
     assert report["bucket_path"] == "shared memory" and report["allreduce_16mb_ms"] > 0
     assert [line[:4] for line in report["checks"][:3]] == ["OK  "] * 3
