@@ -233,3 +233,39 @@ def test_conv_rejects_a_dilated_kernel_larger_than_the_input():
         F.conv1d(db.randn(1, 2, 6), db.randn(2, 2, 3), dilation=3)
     with pytest.raises(ValueError, match="dilation must be positive"):
         F.conv2d(db.randn(1, 2, 6, 6), db.randn(2, 2, 3, 3), dilation=(1, 0))
+
+
+# unbatched inputs: (C, L) for Conv1d, (C, H, W) for Conv2d
+UNBATCHED = {
+    "conv1d": (1, (3, 9), (4, 3, 3), {"stride": 2, "padding": 1, "dilation": 2}),
+    "conv2d": (2, (3, 7, 6), (4, 3, 3, 2), {"stride": (2, 1), "padding": (1, 2)}),
+    "conv2d-same-groups": (2, (4, 6, 5), (6, 2, 3, 3), {"padding": "same", "groups": 2}),
+}
+
+
+@pytest.mark.parametrize("case", UNBATCHED)
+def test_unbatched_conv_matches_gradcheck_and_a_batch_of_one(case):
+    nd, xshape, wshape, kwargs = UNBATCHED[case]
+    conv = getattr(F, f"conv{nd}d")
+    x, w, b = t64(*xshape), t64(*wshape), t64(wshape[0])
+    assert db.gradcheck(lambda *a: conv(*a, **kwargs), [x, w, b])
+    y = conv(x, w, b, **kwargs)
+    np.testing.assert_array_equal(y.numpy(), conv(db.tensor(x.data[None]), w, b, **kwargs).numpy()[0])
+    mod = getattr(nn, f"Conv{nd}d")(xshape[0], wshape[0], wshape[2:], **kwargs)
+    assert mod(db.randn(*xshape)).shape == y.shape
+
+
+@pytest.mark.parametrize("case", UNBATCHED)
+def test_unbatched_conv_matches_torch_with_its_weights(case):
+    torch = torch_or_skip()
+    nd, xshape, wshape, kwargs = UNBATCHED[case]
+    args = (xshape[0], wshape[0], wshape[2:])
+    _assert_matches_torch(torch, getattr(torch.nn, f"Conv{nd}d")(*args, **kwargs),
+                          getattr(nn, f"Conv{nd}d")(*args, **kwargs), xshape)
+
+
+def test_conv_rejects_inputs_of_other_ranks():
+    with pytest.raises(ValueError, match=r"conv2d: expected a 3-D \(unbatched\) or 4-D \(batched\) input"):
+        nn.Conv2d(3, 4, 3)(db.randn(3, 5))
+    with pytest.raises(ValueError, match=r"conv1d: expected a 2-D \(unbatched\) or 3-D \(batched\) input"):
+        F.conv1d(db.randn(1, 3, 5, 5), db.randn(4, 3, 3))

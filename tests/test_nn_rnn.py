@@ -250,3 +250,88 @@ def test_recurrent_layers_match_torch_with_its_weights(kind, batch_first, bidire
     tparams = dict(tm.named_parameters())
     for name, p in m.named_parameters():
         np.testing.assert_allclose(p.grad, tparams[name].grad.numpy(), atol=1e-10, err_msg=name)
+
+
+# unbatched input (L, H_in) with states (num_layers * directions, H), whatever batch_first says
+UNBATCHED = [  # kind, num_layers, batch_first, bidirectional
+    ("rnn", 2, False, False), ("gru", 1, True, True), ("lstm", 2, True, False), ("lstm", 1, False, True),
+]
+
+
+def _unbatched_run(kind, m, x, states):
+    """(output, h_n[, c_n]) of m on x with initial states (None: zeros)."""
+    if kind == "lstm":
+        out, (h, c) = m(x, None if states is None else tuple(states))
+        return out, h, c
+    return m(x, None if states is None else states[0])
+
+
+@pytest.mark.parametrize("kind,num_layers,batch_first,bidirectional", UNBATCHED)
+def test_unbatched_recurrent_input_matches_gradcheck_and_a_batch_of_one(kind, num_layers, batch_first,
+                                                                        bidirectional):
+    db.set_default_dtype(np.float64)
+    m = CLASSES[kind](2, 3, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional)
+    rng = np.random.default_rng(6)
+    n = num_layers * (2 if bidirectional else 1)
+    x = db.tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    states = [db.tensor(rng.standard_normal((n, 3)), requires_grad=True) for _ in range(2 if kind == "lstm" else 1)]
+
+    def fn(x, *states_and_params):
+        outs = _unbatched_run(kind, m, x, states_and_params[:len(states)])
+        return db.cat([o.reshape(-1) for o in outs])
+
+    assert db.gradcheck(fn, [x, *states, *m.parameters()])
+    for s in (states, None):
+        got = _unbatched_run(kind, m, x, s)
+        xb = db.tensor(x.data[None] if batch_first else x.data[:, None])
+        want = _unbatched_run(kind, m, xb, None if s is None else [db.tensor(t.data[:, None]) for t in s])
+        assert got[0].shape == (4, 3 * (2 if bidirectional else 1)) and got[1].shape == (n, 3)
+        np.testing.assert_array_equal(got[0].numpy(), want[0].numpy()[0 if batch_first else slice(None)]
+                                      .reshape(got[0].shape))
+        for g, w in zip(got[1:], want[1:]):
+            np.testing.assert_array_equal(g.numpy(), w.numpy()[:, 0])
+
+
+def test_unbatched_recurrent_input_errors():
+    with pytest.raises(ValueError, match="for unbatched 2-D input, hx should also be 2-D"):
+        nn.GRU(2, 3)(db.randn(4, 2), db.randn(1, 1, 3))
+    with pytest.raises(ValueError, match="for batched 3-D input, c_0 should also be 3-D"):
+        nn.LSTM(2, 3)(db.randn(4, 1, 2), (db.randn(1, 1, 3), db.randn(1, 3)))
+    with pytest.raises(ValueError, match=r"expected h_0 of shape \(2, 1, 3\)"):
+        nn.LSTM(2, 3, bidirectional=True)(db.randn(4, 2), (db.randn(1, 3), db.randn(2, 3)))
+    with pytest.raises(ValueError, match="got shape"):
+        nn.RNN(2, 3)(db.randn(4))
+
+
+@pytest.mark.parametrize("kind,num_layers,batch_first,bidirectional", UNBATCHED)
+def test_unbatched_recurrent_input_matches_torch_with_its_weights(kind, num_layers, batch_first, bidirectional):
+    torch = torch_or_skip()
+    tcls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[kind]
+    kw = {"num_layers": num_layers, "batch_first": batch_first, "bidirectional": bidirectional}
+    tm = tcls(3, 4, **kw).double()
+    db.set_default_dtype(np.float64)
+    m = CLASSES[kind](3, 4, **kw)
+    m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 3))
+    states = [rng.standard_normal((num_layers * (2 if bidirectional else 1), 4))
+              for _ in range(2 if kind == "lstm" else 1)]
+    for with_state in (True, False):
+        xt, xd = torch.tensor(x, requires_grad=True), db.tensor(x, requires_grad=True)
+        st = [torch.tensor(s, requires_grad=True) for s in states]
+        sd = [db.tensor(s, requires_grad=True) for s in states]
+        ot, *ft = _unbatched_run(kind, tm, xt, st if with_state else None)
+        od, *fd = _unbatched_run(kind, m, xd, sd if with_state else None)
+        ((ot ** 2).sum() + sum((f ** 3).sum() for f in ft)).backward()
+        ((od * od).sum() + sum((f * f * f).sum() for f in fd)).backward()
+        for d, t in [(od, ot), *zip(fd, ft)]:
+            assert d.shape == tuple(t.shape)
+            np.testing.assert_allclose(d.numpy(), t.detach().numpy(), atol=1e-10)
+        np.testing.assert_allclose(xd.grad, xt.grad.numpy(), atol=1e-10)
+        if with_state:
+            for d, t in zip(sd, st):
+                np.testing.assert_allclose(d.grad, t.grad.numpy(), atol=1e-10)
+        tparams = dict(tm.named_parameters())
+        for name, p in m.named_parameters():
+            np.testing.assert_allclose(p.grad, tparams[name].grad.numpy(), atol=1e-10, err_msg=name)
+            p.grad, tparams[name].grad = None, None

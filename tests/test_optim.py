@@ -282,3 +282,170 @@ def test_matches_torch_optim(name, kw):
         opt.step()
     np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-12, atol=1e-14)
     assert math.isfinite(got.sum())
+
+
+# ----- maximize: torch negates the gradient before everything else, weight decay included -----
+ALL_CASES = ([("SGD", kw) for kw in SGD_CASES] + [("RMSprop", kw) for kw in RMSPROP_CASES]
+             + [("Adam", kw) for kw in ADAM_CASES] + [("AdamW", kw) for kw in ADAM_CASES])
+
+
+@pytest.mark.parametrize("name, kw", ALL_CASES, ids=str)
+def test_maximize_equals_minimizing_the_negated_gradient(name, kw):
+    cls = getattr(db.optim, name)
+    got, opt = run(lambda ps: cls(ps, maximize=True, **kw))
+    want, _ = run(lambda ps: cls(ps, **kw), grads=[-g for g in GRADS])
+    np.testing.assert_array_equal(got, want)
+    assert opt.param_groups[0]["maximize"] is True
+
+
+def test_sgd_maximize_fast_path_hand_computed():
+    # momentum 0, no decay (the fast path): three steps of +lr*g
+    got, _ = run(lambda ps: SGD(ps, lr=0.1, maximize=True), np.zeros(2), [np.array([1.0, -2.0])] * 3)
+    np.testing.assert_allclose(got, [0.3, -0.6], rtol=1e-12)
+
+
+def test_sgd_maximize_weight_decay_still_pulls_toward_zero():
+    # g = -1 + 0.5*1 = -0.5 -> p = 1 + 0.1*0.5 = 1.05 (negating after the decay would give 1.15)
+    got, _ = run(lambda ps: SGD(ps, lr=0.1, weight_decay=0.5, maximize=True), np.ones(1), [np.ones(1)])
+    np.testing.assert_allclose(got, [1.05], rtol=1e-12)
+
+
+def test_sgd_maximize_momentum_hand_computed():
+    # g = -1 each step: buf -1, -1.9; p = 0 + 0.1 + 0.19 = 0.29
+    got, _ = run(lambda ps: SGD(ps, lr=0.1, momentum=0.9, maximize=True), np.zeros(1), [np.ones(1)] * 2)
+    np.testing.assert_allclose(got, [0.29], rtol=1e-12)
+
+
+def test_adam_maximize_constant_gradient_moves_up_lr_per_step():
+    g = np.array([2.0, -0.5])
+    got, _ = run(lambda ps: Adam(ps, lr=0.01, maximize=True), np.zeros(2), [g] * 3)
+    np.testing.assert_allclose(got, 3 * 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-10)
+
+
+def test_adam_maximize_l2_decay_enters_after_negation():
+    # g = -(2) + 1*4 = 2 on step 1 (p=4, wd=1): the step is -lr*g/|g| = -0.1 -> 3.9 (not 4.1)
+    got, _ = run(lambda ps: Adam(ps, lr=0.1, eps=0.0, weight_decay=1.0, maximize=True), np.array([4.0]),
+                 [np.array([2.0])])
+    np.testing.assert_allclose(got, [3.9], rtol=1e-12)
+
+
+def test_adamw_maximize_keeps_the_decoupled_shrink():
+    # each step: p *= 1 - 0.1*0.5, then + lr (constant g, eps 0): 4*0.95 + 0.1 = 3.9; 3.9*0.95 + 0.1 = 3.805
+    got, _ = run(lambda ps: AdamW(ps, lr=0.1, eps=0.0, weight_decay=0.5, maximize=True), np.array([4.0]),
+                 [np.array([2.0])] * 2)
+    np.testing.assert_allclose(got, [3.805], rtol=1e-12)
+
+
+def test_rmsprop_maximize_first_step_hand_computed():
+    # v = 0.01*4 = 0.04, sqrt = 0.2: p = 1 + 0.01*2/0.2 = 1.1
+    got, _ = run(lambda ps: RMSprop(ps, lr=0.01, eps=0.0, maximize=True), np.ones(1), [np.array([2.0])])
+    np.testing.assert_allclose(got, [1.1], rtol=1e-12)
+
+
+def test_maximize_is_per_group_on_the_fast_path():
+    a, b = Parameter(np.zeros(2)), Parameter(np.zeros(2))
+    opt = SGD([{"params": [a], "maximize": True}, {"params": [b]}], lr=0.1)
+    a.grad, b.grad = np.ones(2), np.ones(2)
+    opt.step()
+    np.testing.assert_allclose(a.data, [0.1, 0.1])
+    np.testing.assert_allclose(b.data, [-0.1, -0.1])
+
+
+def test_maximize_survives_a_state_dict_round_trip():
+    _, src = run(lambda ps: Adam(ps, lr=0.1, maximize=True), grads=GRADS[:1])
+    dst = Adam([Parameter(P0.copy())], lr=0.1)
+    dst.load_state_dict(src.state_dict())
+    assert dst.param_groups[0]["maximize"] is True
+
+
+# ----- foreach / fused / capturable / differentiable: accepted, stored, change no numbers -----
+FLAG_DEFAULTS = {  # torch 2.13's param_group entries besides the hyperparameters
+    SGD: {"maximize": False, "foreach": None, "differentiable": False, "fused": None},
+    RMSprop: {"capturable": False, "foreach": None, "maximize": False, "differentiable": False},
+    Adam: {"maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": None,
+           "decoupled_weight_decay": False},
+    AdamW: {"maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": None,
+            "decoupled_weight_decay": True},
+}
+
+
+@pytest.mark.parametrize("cls", FLAG_DEFAULTS, ids=lambda c: c.__name__)
+def test_flags_sit_in_param_groups_with_torchs_defaults(cls):
+    opt = cls([Parameter(P0.copy())])
+    for group in (opt.param_groups[0], opt.state_dict()["param_groups"][0]):
+        assert {k: group[k] for k in FLAG_DEFAULTS[cls]} == FLAG_DEFAULTS[cls]
+
+
+@pytest.mark.parametrize("cls, flags", [
+    (SGD, {"foreach": True}), (SGD, {"fused": True}), (SGD, {"foreach": False, "fused": False}),
+    (RMSprop, {"foreach": True}), (RMSprop, {"foreach": False}),
+    (Adam, {"fused": True}), (Adam, {"foreach": True}), (AdamW, {"fused": False, "foreach": False}),
+], ids=str)
+def test_foreach_and_fused_change_no_numbers(cls, flags):
+    kw = {"lr": 0.01, "momentum": 0.5} if cls in (SGD, RMSprop) else {"lr": 0.01}
+    got, opt = run(lambda ps: cls(ps, **kw, **flags))
+    want, _ = run(lambda ps: cls(ps, **kw))
+    np.testing.assert_array_equal(got, want)
+    assert all(opt.param_groups[0][k] is v for k, v in flags.items())
+
+
+def test_rmsprop_takes_torchs_flags_by_position():
+    # torch's order: ..., centered, capturable, foreach, maximize, differentiable
+    got, opt = run(lambda ps: RMSprop(ps, 0.01, 0.99, 1e-8, 0.0, 0.0, False, False, None, True, False))
+    want, _ = run(lambda ps: RMSprop(ps, lr=0.01, maximize=True))
+    np.testing.assert_array_equal(got, want)
+    assert opt.param_groups[0]["maximize"] is True and opt.param_groups[0]["foreach"] is None
+
+
+def test_adam_decoupled_weight_decay_is_adamw_and_adamw_stays_decoupled_on_load():
+    got, _ = run(lambda ps: Adam(ps, lr=0.1, weight_decay=0.3, decoupled_weight_decay=True))
+    want, _ = run(lambda ps: AdamW(ps, lr=0.1, weight_decay=0.3))
+    np.testing.assert_array_equal(got, want)
+    _, plain = run(lambda ps: Adam(ps, lr=0.1, weight_decay=0.3))
+    w = AdamW([Parameter(P0.copy())])
+    w.load_state_dict(plain.state_dict())  # an Adam state says False; AdamW keeps True, as torch's
+    assert w.param_groups[0]["decoupled_weight_decay"] is True
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda ps: SGD(ps, maximize=1), TypeError, "maximize must be a bool, got 1"),
+    (lambda ps: RMSprop(ps, maximize=None), TypeError, "maximize must be a bool, got None"),
+    (lambda ps: SGD(ps, foreach="yes"), TypeError, "foreach must be a bool or None, got 'yes'"),
+    (lambda ps: Adam(ps, fused=0), TypeError, "fused must be a bool or None, got 0"),
+    (lambda ps: RMSprop(ps, capturable=None), TypeError, "capturable must be a bool, got None"),
+    (lambda ps: Adam(ps, decoupled_weight_decay="yes"), TypeError, "decoupled_weight_decay must be a bool"),
+    (lambda ps: SGD(ps, differentiable=True), NotImplementedError, "differentiable=True"),
+    (lambda ps: AdamW(ps, differentiable=True), NotImplementedError, "differentiable=True"),
+    (lambda ps: Adam(ps, capturable=True), NotImplementedError, "capturable=True"),
+    (lambda ps: RMSprop(ps, capturable=True), NotImplementedError, "capturable=True"),
+    (lambda ps: SGD([{"params": ps, "capturable": True}]), NotImplementedError, "capturable=True"),
+    (lambda ps: Adam(ps, fused=True, foreach=True), ValueError, "`fused` and `foreach` cannot be `True` together"),
+], ids=str)
+def test_invalid_flags_raise_naming_the_flag(make, error, message):
+    with pytest.raises(error, match=message):
+        make([Parameter(np.zeros(1))])
+
+
+@pytest.mark.parametrize("name, kw", ALL_CASES, ids=str)
+def test_maximize_matches_torch_optim(name, kw):
+    torch = torch_or_skip()
+    grads = GRADS + [0.5 * g[::-1] for g in GRADS]  # six steps
+    got, _ = run(lambda ps: getattr(db.optim, name)(ps, maximize=True, **kw), grads=grads)
+    p = torch.nn.Parameter(torch.tensor(P0.copy(), dtype=torch.float64))
+    opt = getattr(torch.optim, name)([p], maximize=True, **kw)
+    for g in grads:
+        p.grad = torch.tensor(g.copy(), dtype=torch.float64)
+        opt.step()
+    np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW"])
+def test_param_groups_line_up_with_torch_and_load_from_it(name):
+    torch = torch_or_skip()
+    theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(3))], lr=0.01, maximize=True)
+    ours = getattr(db.optim, name)([Parameter(P0.copy())], lr=0.01)
+    t_group, o_group = theirs.state_dict()["param_groups"][0], ours.state_dict()["param_groups"][0]
+    assert list(o_group) == list(t_group)  # same keys in the same order
+    ours.load_state_dict({"state": {}, "param_groups": theirs.state_dict()["param_groups"]})
+    assert ours.param_groups[0]["maximize"] is True
+    assert ours.state_dict()["param_groups"][0] == t_group

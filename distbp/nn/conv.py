@@ -70,11 +70,13 @@ class _ConvNd(Module):
 
 
 class Conv1d(_ConvNd):
-    """x (N, C_in, L) -> (N, C_out, L_out); weight (C_out, C_in / groups, k)."""
+    """x (N, C_in, L) -> (N, C_out, L_out), or unbatched (C_in, L) -> (C_out, L_out);
+    weight (C_out, C_in / groups, k)."""
 
     _nd = 1
     _conv = staticmethod(conv1d)
 
 
 class Conv2d(_ConvNd):
-    """x (N, C_in, H, W) -> (N, C_out, H_out, W_out); weight (C_out, C_in / groups, kh, kw)."""
+    """x (N, C_in, H, W) -> (N, C_out, H_out, W_out), or unbatched (C_in, H, W) -> (C_out, H_out, W_out);
+    weight (C_out, C_in / groups, kh, kw)."""

@@ -6,7 +6,7 @@ import math
 
 from .. import backend
 from ..autograd import Tensor
-from ..ops import cat, getitem, permute, stack
+from ..ops import cat, getitem, permute, squeeze, stack, unsqueeze
 from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
 from . import init
 from .dropout import dropout
@@ -64,10 +64,6 @@ class _RNNBase(Module):
         return [getattr(self, f"{n}_l{k}{sfx}") for n in names]
 
     def _check_input(self, x):
-        if x.ndim != 3:
-            layout = "batch, seq" if self.batch_first else "seq, batch"
-            raise ValueError(f"{type(self).__name__} expects a 3-D input ({layout}, feature), "
-                             f"got shape {tuple(x.shape)}")
         if x.shape[2] != self.input_size:
             raise ValueError(f"{type(self).__name__}: input has {x.shape[2]} features, expected input_size="
                              f"{self.input_size}")
@@ -109,10 +105,31 @@ class _RNNBase(Module):
         out = permute(out, 1, 0, 2) if self.batch_first else out
         return out, [stack(list(kind)) for kind in zip(*finals)]
 
+    def _forward(self, x, states, names):
+        """Checks, initial states and _run. `states`: each kind's initial state (h, or h and c), a
+        tensor or None. PyTorch's unbatched input (L, H_in), with states (layers * directions, H), runs
+        as a batch of one: the batch axis is added and removed by (differentiable) reshapes."""
+        if x.ndim not in (2, 3):
+            layout = "batch, seq" if self.batch_first else "seq, batch"
+            raise ValueError(f"{type(self).__name__} expects a 3-D input ({layout}, feature) or an unbatched "
+                             f"2-D one (seq, feature), got shape {tuple(x.shape)}")
+        for s, name in zip(states, names):
+            if s is not None and s.ndim != x.ndim:
+                kind = "unbatched 2-D" if x.ndim == 2 else "batched 3-D"
+                raise ValueError(f"{type(self).__name__}: for {kind} input, {name} should also be {x.ndim}-D, "
+                                 f"got shape {tuple(s.shape)}")
+        unbatched, batch_dim = x.ndim == 2, 0 if self.batch_first else 1
+        if unbatched:
+            x, states = unsqueeze(x, batch_dim), [None if s is None else unsqueeze(s, 1) for s in states]
+        x = self._check_input(x)
+        out, finals = self._run(x, [self._initial(s, x, name) for s, name in zip(states, names)])
+        if unbatched:
+            out, finals = squeeze(out, batch_dim), [squeeze(f, 1) for f in finals]
+        return out, finals
+
     def forward(self, x, hx=None):
         """RNN and GRU: one state, h. Returns (output, h_n)."""
-        x = self._check_input(x)
-        out, (h_n,) = self._run(x, [self._initial(hx, x, "hx")])
+        out, (h_n,) = self._forward(x, [hx], ["hx"])
         return out, h_n
 
     def extra_repr(self):
@@ -156,8 +173,5 @@ class LSTM(_RNNBase):
         return getitem(y, (slice(None), 0)), [getitem(y, (-1, 0)), getitem(y, (-1, 1))]
 
     def forward(self, x, hx=None):
-        x = self._check_input(x)
-        h0 = self._initial(None if hx is None else hx[0], x, "h_0")
-        c0 = self._initial(None if hx is None else hx[1], x, "c_0")
-        out, (h_n, c_n) = self._run(x, [h0, c0])
+        out, (h_n, c_n) = self._forward(x, [None, None] if hx is None else list(hx), ["h_0", "c_0"])
         return out, (h_n, c_n)

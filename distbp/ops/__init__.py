@@ -1,6 +1,7 @@
 """Every differentiable op, one Function class each, with the lowercase functions users call.
 
-Each op file imports only autograd and backend. An op's backward must never write into `gy`
+Each op file imports autograd, backend and, where one op is built from others, sibling op files:
+nothing above ops. An op's backward must never write into `gy`
 (another branch of the graph may hold the same array)."""
 from .conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
 from .elementwise import (

@@ -1,7 +1,12 @@
 """Optimizer base: param_groups and per-parameter state with PyTorch's state_dict layout.
 
 A subclass implements `_update(p, grad, state, group)` for one parameter; the base class loops over
-groups and parameters, skips parameters with no gradient, and (de)serialises state."""
+groups and parameters, skips parameters with no gradient, and (de)serialises state.
+
+torch's implementation switches (`foreach`, `fused`, `capturable`, `differentiable`) are accepted
+and kept in param_groups, as torch keeps them, so signatures and state_dicts line up; none changes a
+number here. `capturable` (CUDA graphs) and `differentiable` (autograd through the step) have no
+meaning in distbp, so True raises NotImplementedError."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +20,10 @@ from ..autograd import enable_grad
 # hyperparameters that must be >= 0, with torch's wording for the error
 _NONNEGATIVE = {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value",
                 "weight_decay": "weight_decay value"}
+# flags that must be a bool (or None, where torch lets the implementation choose)
+_FLAGS = {"maximize": False, "foreach": True, "fused": True, "capturable": False, "differentiable": False}
+_UNSUPPORTED = {"capturable": "there are no CUDA graphs to capture",
+                "differentiable": "optimizer steps record no autograd graph"}
 
 
 class Optimizer:
@@ -37,6 +46,7 @@ class Optimizer:
         for k, name in _NONNEGATIVE.items():
             if k in group and group[k] < 0:
                 raise ValueError(f"Invalid {name}: {group[k]}")
+        _check_flags(group)
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -114,6 +124,19 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def _check_flags(group: dict) -> None:
+    for k, none_ok in _FLAGS.items():
+        v = group.get(k)
+        if k not in group or (v is None and none_ok):
+            continue
+        if not isinstance(v, bool):
+            raise TypeError(f"{k} must be a bool{' or None' if none_ok else ''}, got {v!r}")
+        if v and k in _UNSUPPORTED:
+            raise NotImplementedError(f"{k}=True is not supported by distbp: {_UNSUPPORTED[k]}")
+    if group.get("fused") and group.get("foreach"):
+        raise ValueError("`fused` and `foreach` cannot be `True` together.")
 
 
 def _pack(key, value):

@@ -6,14 +6,17 @@ from .optimizer import Optimizer
 
 
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr: float, alpha: float, eps: float,
-                   weight_decay: float, momentum: float) -> None:
+                   weight_decay: float, momentum: float, maximize: bool = False) -> None:
     """One RMSprop step on arrays, in place on `param` and the buffers (grad_avg is None unless
     centered, momentum_buffer None unless momentum > 0).
 
-    g = grad + wd*param;  v = alpha*v + (1-alpha)*g^2;  centered: a = alpha*a + (1-alpha)*g, v~ = v - a^2
+    g = -grad if maximize (first, as torch);  g = g + wd*param;  v = alpha*v + (1-alpha)*g^2
+    centered: a = alpha*a + (1-alpha)*g, v~ = v - a^2
     denom = sqrt(v or v~) + eps;  momentum: buf = momentum*buf + g/denom, param -= lr*buf
     else: param -= lr * g/denom.  NOTE: eps is outside the sqrt, as in torch (TensorFlow puts it inside)."""
     xp = get_array_module(param)
+    if maximize:
+        grad = -grad
     if weight_decay != 0:
         grad = grad + weight_decay * param
     tmp = grad * grad  # one scratch array for the temporaries (the step is memory-bound)
@@ -42,10 +45,12 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr: fl
 
 class RMSprop(Optimizer):
     """State per parameter: step, square_avg (and momentum_buffer with momentum, grad_avg when
-    centered), torch's names; every buffer starts at zero."""
+    centered), torch's names; every buffer starts at zero. As in torch, the flags after `centered` may
+    be passed by position."""
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False):
+                 momentum: float = 0.0, centered: bool = False, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False):
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not eps >= 0:
@@ -56,8 +61,9 @@ class RMSprop(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not alpha >= 0:
             raise ValueError(f"Invalid alpha value: {alpha}")
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-                                  "momentum": momentum, "centered": centered})
+        super().__init__(params, {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
+                                  "weight_decay": weight_decay, "capturable": capturable, "foreach": foreach,
+                                  "maximize": maximize, "differentiable": differentiable})
 
     def _update(self, p, grad, state, group):
         if not state:
@@ -71,4 +77,4 @@ class RMSprop(Optimizer):
         state["step"] += 1
         rmsprop_update(p.data, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
                        lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
-                       weight_decay=group["weight_decay"], momentum=group["momentum"])
+                       weight_decay=group["weight_decay"], momentum=group["momentum"], maximize=group["maximize"])
