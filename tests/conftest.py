@@ -1,4 +1,8 @@
-"""Shared test helpers: float64 tensors and an optional torch reference (torch is never required)."""
+"""Shared test helpers: float64 tensors, an optional torch reference (torch is never required), and
+the `comm` fixture of the MPI tests.
+
+The one conftest for all of tests/ (tests/dist included): two files both named conftest.py would
+shadow each other when test modules `from conftest import ...`."""
 import numpy as np
 import pytest
 
@@ -24,3 +28,11 @@ def t64(*shape, requires_grad=True, seed=None, low=None):
 def torch_or_skip():
     """The torch module for a reference comparison, or skip the test when torch is absent."""
     return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def comm():
+    """The world communicator. Tests marked `mpi` run under `mpiexec -n N python -m mpi4py -m pytest
+    --with-mpi` (tests/run.sh, N = 2 and 4) and in a world of one with `pytest --with-mpi tests/dist`."""
+    from distbp.dist import get_comm
+    return get_comm()

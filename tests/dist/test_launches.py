@@ -40,3 +40,32 @@ def test_doctor_under_mpiexec_checks_collectives_between_ranks():
     assert report["world_size"] == 2 and report["ranks"][0]["pid"] != report["ranks"][1]["pid"]
     assert report["bucket_path"] == "shared memory" and report["allreduce_16mb_ms"] > 0
     assert [line[:4] for line in report["checks"][:3]] == ["OK  "] * 3
+
+
+LAUNCH = ROOT / "launch" / "hostfile.sh"
+
+
+def _hostfile_run(tmp_path, **env_extra):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("localhost:2\n")
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), **env_extra)
+    env.pop("PMI_RANK", None)
+    return subprocess.run(["timeout", "120", "bash", str(LAUNCH), str(hosts), "-ppn", "2", "--dataset", "xor",
+                           "--epochs", "1", "--no-progress", "--checkpoint-dir", str(tmp_path / "ck")],
+                          check=False, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def test_hostfile_launch_checks_every_rank_with_the_doctor_then_trains(tmp_path):
+    proc = _hostfile_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 rank(s)" in proc.stdout and "test accuracy" in proc.stdout
+
+
+def test_hostfile_launch_stops_before_training_when_the_preflight_fails(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\necho 'cannot reach host' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    proc = _hostfile_run(tmp_path, MPIEXEC=str(fake))
+    assert proc.returncode == 1
+    assert "cannot reach host" in proc.stderr and "distbp.doctor found a problem" in proc.stderr
+    assert not (tmp_path / "ck").exists()
