@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: MPI tests at 2 and 4 ranks, then the single-process suite (last, so its
+# The whole test suite: MPI tests at 1, 2, 3 and 4 ranks (1: MPI's world of one; 3: shards and
+# shared-memory slices that do not divide evenly), then the single-process suite (last, so its
 # summary line is the last one printed). Uses .venv's python when there is one.
 # The MPI form cannot hang (shared/PLATFORM.md): `python -m mpi4py` turns a failing rank into
 # MPI_Abort, pytest-timeout and MPIEXEC_TIMEOUT are backstops.
@@ -10,7 +11,7 @@ PY=${PYTHON:-python3}
 BIN=$(dirname "$PY")
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # ranks share 2 cores
 export PYTHONDONTWRITEBYTECODE=1
-for n in 2 4; do
+for n in 1 2 3 4; do
   if ls tests/dist/test_*.py >/dev/null 2>&1; then
     echo "== MPI tests on $n ranks"
     MPIEXEC_TIMEOUT=400 timeout 500 "$BIN/mpiexec" -n "$n" "$PY" -m mpi4py -m pytest --with-mpi -x -q \
