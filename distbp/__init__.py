@@ -4,7 +4,7 @@
     x = db.tensor([[1.0, 2.0]], requires_grad=True)
     (x * x).sum().backward(); x.grad    # [[2., 4.]]
 """
-from . import backend, dist, nn, ops, optim
+from . import backend, distributed, nn, ops, optim
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import (
     cuda_available,
@@ -73,7 +73,7 @@ def arange(*args, dtype=None):
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "abs", "arange", "backend", "cat", "clamp", "clip", "concatenate",
-    "cuda_available", "dist", "enable_grad", "exp", "get_default_dtype", "get_rng_state", "gradcheck",
+    "cuda_available", "distributed", "enable_grad", "exp", "get_default_dtype", "get_rng_state", "gradcheck",
     "is_grad_enabled", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "nn", "no_grad", "ones",
     "ops", "optim", "pad", "rand", "randn", "relu", "reshape", "set_default_dtype", "set_rng_state",
     "sigmoid", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "where", "zeros",

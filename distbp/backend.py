@@ -12,6 +12,8 @@ _cupy = None          # the cupy module once we know it works, else None
 _cupy_checked = False
 _default_dtype = numpy.dtype(numpy.float32)
 _rng = numpy.random.default_rng(0)
+_seed = 0             # the last manual_seed; distbp.random keys its counter-based draws with it
+_seed_generation = 0  # counts manual_seed calls, so distbp.random restarts its unkeyed draws
 
 
 def cupy_module():
@@ -84,11 +86,17 @@ def set_default_dtype(dtype) -> None:
 
 def manual_seed(seed: int) -> None:
     """Seed every random draw distbp makes (parameter init, dropout, shuffling defaults)."""
-    global _rng
+    global _rng, _seed, _seed_generation
     _rng = numpy.random.default_rng(seed)
+    _seed, _seed_generation = int(seed), _seed_generation + 1
     cp = cupy_module() if _cupy_checked else None
     if cp is not None:
         cp.random.seed(seed)
+
+
+def initial_seed() -> int:
+    """The seed given to the last manual_seed (0 before any), as torch.initial_seed."""
+    return _seed
 
 
 def rng() -> numpy.random.Generator:

@@ -25,8 +25,8 @@ import numpy
 
 import distbp as db
 from distbp import nn
-from distbp.dist import DistributedDataParallel, get_comm, init
-from distbp.dist.comm import SelfComm
+from distbp.distributed import DistributedDataParallel, get_comm, init
+from distbp.distributed.comm import SelfComm
 from distbp.optim import SGD
 
 

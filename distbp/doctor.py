@@ -24,8 +24,8 @@ import time
 import numpy
 
 from . import __version__, backend
-from .dist import init, launched_by_mpi
-from .dist.runtime import local_size
+from .distributed import init, launched_by_mpi
+from .distributed.runtime import local_size
 
 BANDWIDTH_MB = 16  # the allreduce size PLATFORM.md quotes bus bandwidth at
 
@@ -96,7 +96,7 @@ def oversubscription(ranks: list) -> list:
                          "slow for training")
         elif threads > cores:
             lines.append(f"WARN {host}: its {len(here)} ranks run {threads} BLAS threads on {cores} cores; "
-                         "call distbp.dist.init() (it gives each rank cores/ranks threads) or set "
+                         "call distbp.distributed.init() (it gives each rank cores/ranks threads) or set "
                          "OPENBLAS_NUM_THREADS")
     return lines
 

@@ -18,7 +18,7 @@ import numpy
 from . import backend
 from .config import FIELDS, ConfigError, TrainConfig, _check_type, _check_values, parse_config
 from .data import DataError, global_batches, load_dataset, num_batches
-from .dist import SelfComm
+from .distributed import SelfComm
 from .train import UsageError, evaluate, make_model, make_optimizer, train_step
 
 _NOT_SEARCHABLE = ("dataset", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "log_dir",

@@ -18,7 +18,7 @@ import time
 
 import numpy
 
-from . import backend, dist, optim
+from . import backend, distributed, optim
 from .autograd import no_grad, tensor
 from .checkpoint import CheckpointError, checkpoint_path, latest, load, prune, restore, save
 from .config import RESUME_KEYS, ConfigError, TrainConfig, config_from_dict, parse_config
@@ -208,7 +208,7 @@ def _public(metrics: dict) -> dict:
 # ----- the run -----
 def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     """Train as configured; returns the final test metrics (on every rank)."""
-    comm = comm or dist.init()
+    comm = comm or distributed.init()
     ckpt = None
     if cfg.resume:
         ckpt = _read_checkpoint(cfg, comm)
@@ -235,7 +235,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         step, epoch, position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch"]
     # Several ranks: gradients are summed over ranks in buckets, overlapped with backward. The
     # constructor checks every rank built the same model and broadcasts rank 0's weights.
-    ddp = dist.DistributedDataParallel(model, comm, average=False) if comm.size > 1 else None
+    ddp = distributed.DistributedDataParallel(model, comm, average=False) if comm.size > 1 else None
     net = ddp if ddp is not None else model   # train through `net`; save and evaluate `model`
 
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
@@ -322,12 +322,12 @@ def main(argv=None) -> int:
         run(cfg, explicit)
         return 0
     except (UsageError, ConfigError, DataError, CheckpointError) as e:
-        if dist.get_comm().is_root:
+        if distributed.get_comm().is_root:
             message = " ".join(str(e).split())   # always one line
             print(f"distbp.train: error: {message}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        if dist.get_comm().is_root:
+        if distributed.get_comm().is_root:
             print("distbp.train: interrupted", file=sys.stderr, flush=True)
         return 130
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import distbp as db
 from distbp.data import DataError, global_batches, load_dataset, write_idx
-from distbp.dist import SelfComm
+from distbp.distributed import SelfComm
 from distbp.metrics import format_confusion_matrix
 from distbp.models import build_model
 from distbp.optim import Adam

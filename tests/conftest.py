@@ -1,7 +1,7 @@
 """Shared test helpers: float64 tensors, an optional torch reference (torch is never required), and
 the `comm` fixture of the MPI tests.
 
-The one conftest for all of tests/ (tests/dist included): two files both named conftest.py would
+The one conftest for all of tests/ (tests/distributed included): two files both named conftest.py would
 shadow each other when test modules `from conftest import ...`."""
 import numpy as np
 import pytest
@@ -33,6 +33,6 @@ def torch_or_skip():
 @pytest.fixture
 def comm():
     """The world communicator. Tests marked `mpi` run under `mpiexec -n N python -m mpi4py -m pytest
-    --with-mpi` (tests/run.sh, N = 2 and 4) and in a world of one with `pytest --with-mpi tests/dist`."""
-    from distbp.dist import get_comm
+    --with-mpi` (tests/run.sh, N = 2 and 4) and in a world of one with `pytest --with-mpi tests/distributed`."""
+    from distbp.distributed import get_comm
     return get_comm()

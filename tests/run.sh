@@ -12,10 +12,10 @@ BIN=$(dirname "$PY")
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # ranks share 2 cores
 export PYTHONDONTWRITEBYTECODE=1
 for n in 1 2 3 4; do
-  if ls tests/dist/test_*.py >/dev/null 2>&1; then
+  if ls tests/distributed/test_*.py >/dev/null 2>&1; then
     echo "== MPI tests on $n ranks"
     MPIEXEC_TIMEOUT=400 timeout 500 "$BIN/mpiexec" -n "$n" "$PY" -m mpi4py -m pytest --with-mpi -x -q \
-      -p no:cacheprovider --timeout=120 --timeout-method=thread -m mpi tests/dist
+      -p no:cacheprovider --timeout=120 --timeout-method=thread -m mpi tests/distributed
   fi
 done
 unset OPENBLAS_NUM_THREADS OMP_NUM_THREADS MKL_NUM_THREADS

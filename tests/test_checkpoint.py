@@ -10,7 +10,7 @@ from safetensors.numpy import load_file, save_file
 import distbp as db
 from distbp import checkpoint, nn, optim
 from distbp.checkpoint import CheckpointError, checkpoint_path
-from distbp.dist import SelfComm
+from distbp.distributed import SelfComm
 
 
 def _trained(model_sizes=(4, 3, 2), opt="sgd"):

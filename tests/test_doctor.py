@@ -1,5 +1,5 @@
 """distbp.doctor: its checks on made-up rank reports, and a run in a world of one (its mpiexec run
-is in tests/dist/test_launches.py)."""
+is in tests/distributed/test_launches.py)."""
 import json
 
 from distbp import doctor
@@ -42,7 +42,7 @@ def test_json_report_has_every_rank_and_the_checks(capsys):
 
 
 def test_a_collective_giving_wrong_numbers_fails_and_the_exit_status_says_so(monkeypatch, capsys):
-    from distbp.dist import SelfComm
+    from distbp.distributed import SelfComm
 
     class Broken(SelfComm):
         def allreduce(self, array, op="sum"):

@@ -1,5 +1,5 @@
-"""distbp.dist.runtime's process set-up that needs no MPI: freed memory kept for reuse, BLAS threads,
-and distbp.bench's weak-scaling mode (its MPI run is in tests/dist/test_launches.py)."""
+"""distbp.distributed.runtime's process set-up that needs no MPI: freed memory kept for reuse, BLAS threads,
+and distbp.bench's weak-scaling mode (its MPI run is in tests/distributed/test_launches.py)."""
 import ctypes
 import os
 import subprocess
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distbp import bench
-from distbp.dist.runtime import precise_naps
+from distbp.distributed.runtime import precise_naps
 
 ROOT = Path(__file__).resolve().parents[1]
 glibc_linux = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
@@ -21,7 +21,7 @@ glibc_linux = pytest.mark.skipif(not sys.platform.startswith("linux") or os.conf
 # 3-5 ms a step. Printed: page faults per step over the last 20 of 30 steps.
 _FAULTS = textwrap.dedent("""
     import resource, numpy as np
-    from distbp.dist.runtime import retain_freed_memory
+    from distbp.distributed.runtime import retain_freed_memory
     print(retain_freed_memory())
     faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for step in range(30):

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 import distbp as db
 from distbp import checkpoint
 from distbp.data import global_batches, load_dataset, shard
-from distbp.dist import SelfComm
+from distbp.distributed import SelfComm
 from distbp.models import build_model
 from distbp.optim import SGD
 from distbp.train import main, train_step

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from distbp.dist import SelfComm
+from distbp.distributed import SelfComm
 
 
 @pytest.mark.mpi

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import distbp as db
-from distbp.dist import SelfComm
-from distbp.dist import functional as DF
+from distbp.distributed import SelfComm
+from distbp.distributed import functional as DF
 from distbp.gradcheck import gradcheck
 
 

@@ -6,13 +6,13 @@ import copy
 
 import numpy as np
 import pytest
-from dist_helpers import max_diff, shard
+from distributed_helpers import max_diff, shard
 
 import distbp as db
 from distbp import nn
-from distbp.dist import DistributedDataParallel
-from distbp.dist.equivalence import _GRUNet
-from distbp.dist.sync_batchnorm import SyncBatchNorm
+from distbp.distributed import DistributedDataParallel
+from distbp.equivalence import _GRUNet
+from distbp.distributed.sync_batchnorm import SyncBatchNorm
 from distbp.optim import SGD
 
 TOL = 1e-10
@@ -226,5 +226,5 @@ def test_reduce_gradients_outside_backward_averages_current_grads(comm):
 
 @pytest.mark.mpi
 def test_equivalence_command_reports_agreement_with_accumulation_and_short_batches(comm):
-    from distbp.dist.equivalence import check
+    from distbp.equivalence import check
     assert check("cnn", steps=6, batch=5, samples=13, accumulate=2, comm=comm) <= TOL

@@ -1,4 +1,4 @@
-"""Helpers for the distributed tests (imported by name: tests/dist is on sys.path under pytest)."""
+"""Helpers for the distributed tests (imported by name: tests/distributed is on sys.path under pytest)."""
 import numpy as np
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not instal
 
 def _launch(tmp_path, n, body, **env):
     script = tmp_path / "job.py"
-    script.write_text("import numpy as np, time\nimport distbp.dist as dist\ncomm = dist.init(threads=1)\n"
+    script.write_text("import numpy as np, time\nimport distbp.distributed as dist\ncomm = dist.init(threads=1)\n"
                       + textwrap.dedent(body))
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", **env)
     full_env.pop("PMI_RANK", None)

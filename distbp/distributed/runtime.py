@@ -65,7 +65,7 @@ _PR_SET_TIMERSLACK = 29  # linux/prctl.h
 def precise_naps(slack_ns: int = 1000) -> bool:
     """Let a short sleep end on time: Linux adds up to 50 us of timer slack to every sleep.
 
-    A rank waiting on a collective naps between MPI Test() calls (dist/watchdog.py) so that it does
+    A rank waiting on a collective naps between MPI Test() calls (comm/watchdog.py) so that it does
     not slow the rank it waits for; with the default slack each nap cost a 7.45 MB allreduce ~0.3 ms
     (+14%), with 1 us ~0.08 ms. Linux only; returns whether it was applied."""
     if not sys.platform.startswith("linux"):

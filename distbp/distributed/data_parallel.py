@@ -28,7 +28,7 @@ import numpy
 from .. import autograd, backend
 from ..nn.module import Module
 from .comm import Communicator, get_comm
-from .watchdog import set_step
+from .comm.watchdog import set_step
 
 
 def _describe(named) -> list:

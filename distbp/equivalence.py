@@ -1,6 +1,6 @@
 """Check that N ranks train exactly like one process (PAINS.md #8: "N GPUs give different results").
 
-    OPENBLAS_NUM_THREADS=1 mpiexec -n 4 python -m distbp.dist.equivalence --model cnn --steps 20
+    OPENBLAS_NUM_THREADS=1 mpiexec -n 4 python -m distbp.equivalence --model cnn --steps 20
 
 Every rank trains the model twice from the same seed: once alone on each whole global batch (the
 single-process reference) and once with DistributedDataParallel on its own slice of that batch
@@ -22,9 +22,7 @@ from distbp import nn
 from distbp.nn import functional as F
 from distbp.optim import SGD
 
-from .ddp import DistributedDataParallel
-from .runtime import init
-from .sync_batchnorm import SyncBatchNorm
+from .distributed import DistributedDataParallel, SyncBatchNorm, init
 
 
 class _GRUNet(nn.Module):
@@ -81,7 +79,7 @@ def check(model_name: str = "mlp", steps: int = 20, batch: int = 7, samples: int
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distbp.dist.equivalence", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m distbp.equivalence", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "gru"], help="model to train")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=7, help="GLOBAL batch (need not divide by ranks)")

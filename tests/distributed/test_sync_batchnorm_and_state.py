@@ -1,12 +1,12 @@
 """SyncBatchNorm against a NumPy formula over the global batch, conversion, and broadcast_state."""
 import numpy as np
 import pytest
-from dist_helpers import shard
+from distributed_helpers import shard
 
 import distbp as db
 from distbp import nn
-from distbp.dist import broadcast_state
-from distbp.dist.sync_batchnorm import SyncBatchNorm
+from distbp.distributed import broadcast_state
+from distbp.distributed.sync_batchnorm import SyncBatchNorm
 from distbp.gradcheck import gradcheck
 from distbp.optim import SGD
 

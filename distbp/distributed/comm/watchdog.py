@@ -67,11 +67,11 @@ class Record:
                            dtype=numpy.int64)
 
 
-_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # distbp/distributed/
 
 
 def call_site() -> tuple:
-    """(file, line) of the first caller outside distbp.dist: the user's line that started the call.
+    """(file, line) of the first caller outside distbp.distributed: the user's line that started the call.
     Kept cheap (a prefix test per frame, formatted only when printed): it runs on every collective."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_HERE):

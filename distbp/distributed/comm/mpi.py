@@ -1,173 +1,21 @@
-"""Communicators: the only module that imports mpi4py (watchdog.py aside).
+"""MPIComm: collectives over an mpi4py communicator, the only module that starts MPI calls
+(watchdog.py and shm.py aside, which it drives).
 
-`get_comm()` returns one process-wide communicator: `MPIComm` over `MPI.COMM_WORLD` when the program
-was launched by an MPI launcher (mpirun/mpiexec/srun), else `SelfComm`, a world of one whose
-collectives are identities, so `python -m distbp.train` needs no launcher to debug.
-
-Methods are named after MPI functions (ChainerMN's convention). Array methods act on numpy
-buffers in place with mpi4py's upper-case (buffer) calls — no pickling; `*_obj` methods pickle
-small Python objects. Every rank must call every collective in the same order.
-
-Every MPI call goes through `MPIComm._run` — one seam that numbers it, fingerprints it (op, dtype,
+Every MPI call goes through `MPIComm._run`, one seam that numbers it, fingerprints it (op, dtype,
 shape, call site) and waits on it with a deadline (watchdog.py). A GPU communicator (NCCL) would be
-a third subclass with the same methods; today cupy arrays are staged through host memory.
+another subclass with the same methods; today cupy arrays are staged through host memory.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import sys
 
 import numpy
 
-from .. import backend
+from ... import backend
+from .base import Communicator, Request, _check_op
 from .shm import SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
-
-# Variables that MPI launchers set in every rank they start (MPICH/Hydra, Open MPI, PMIx, Slurm PMI).
-_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
-                  "HYDI_CONTROL_FD")
-_REDUCTIONS = ("sum", "max", "min")
-
-
-def launched_by_mpi() -> bool:
-    """True when an MPI launcher started this process (or mpi4py is already initialised)."""
-    if os.environ.get("DISTBP_NO_MPI"):
-        return False
-    return "mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARS)
-
-
-def _check_op(op: str) -> str:
-    if op not in _REDUCTIONS:
-        raise ValueError(f"unknown reduction {op!r}; expected 'sum', 'max' or 'min'")
-    return op
-
-
-class Request:
-    """A started nonblocking operation: `test()` drives it forward, `wait()` finishes it."""
-
-    def test(self) -> bool:
-        return True
-
-    def wait(self):
-        return None
-
-
-class _Done(Request):
-    """Already complete (a world of one)."""
-
-    def __init__(self, result=None):
-        self.result = result
-
-    def wait(self):
-        return self.result
-
-
-class Communicator:
-    """Interface every communicator implements. `rank`, `size`; collectives on arrays in place."""
-
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
-
-    def allreduce(self, array, op: str = "sum"):
-        """Reduce `array` over all ranks in place ('sum', 'max' or 'min'); returns it."""
-        raise NotImplementedError
-
-    def iallreduce(self, array, op: str = "sum") -> Request:
-        """Start an in-place allreduce; `array` is reduced once the request's wait() returns."""
-        raise NotImplementedError
-
-    def alloc_buffer(self, numel: int, dtype, xp=numpy):
-        """A flat array to reduce with this communicator again and again (a gradient bucket).
-        Collective: every rank calls it, in the same order. An MPI communicator whose ranks share
-        one machine gives back shared memory, which its sum-allreduce uses (shm.py)."""
-        return xp.empty(numel, dtype=dtype)
-
-    def bcast(self, array, root: int = 0):
-        """Overwrite `array` on every rank with root's (same shape and dtype everywhere)."""
-        raise NotImplementedError
-
-    def allgather(self, array):
-        """Stack every rank's equally shaped array: result shape (size, *array.shape)."""
-        raise NotImplementedError
-
-    def reduce_scatter(self, array, op: str = "sum"):
-        """Reduce `array` (leading dim = size * k) over ranks; return this rank's block of k rows."""
-        raise NotImplementedError
-
-    def send(self, array, dest: int, tag: int = 0) -> None:
-        raise NotImplementedError
-
-    def recv(self, array, source: int, tag: int = 0):
-        """Receive into `array` (shape and dtype must match the sender's); returns it."""
-        raise NotImplementedError
-
-    def split(self, color: int, key: int | None = None) -> Communicator:
-        """Sub-communicators: ranks with the same color form one, ordered by key (default rank)."""
-        raise NotImplementedError
-
-    def dup(self) -> Communicator:
-        """A communicator with the same ranks whose traffic never matches this one's."""
-        return self.split(0)
-
-    def bcast_obj(self, obj, root: int = 0):
-        raise NotImplementedError
-
-    def allgather_obj(self, obj) -> list:
-        raise NotImplementedError
-
-    def barrier(self) -> None:
-        raise NotImplementedError
-
-    def abort(self, code: int = 1) -> None:
-        """End every rank of the job now (used when one rank fails, so none hangs)."""
-        os._exit(code)
-
-
-class SelfComm(Communicator):
-    """A world of one: every collective is the identity."""
-
-    rank, size = 0, 1
-
-    def allreduce(self, array, op="sum"):
-        _check_op(op)
-        return array
-
-    def iallreduce(self, array, op="sum"):
-        _check_op(op)
-        return _Done(array)
-
-    def bcast(self, array, root=0):
-        return array
-
-    def allgather(self, array):
-        return backend.get_array_module(array).asarray(array)[None].copy()
-
-    def reduce_scatter(self, array, op="sum"):
-        _check_op(op)
-        return array.copy()
-
-    def send(self, array, dest, tag=0):
-        raise RuntimeError(f"send to rank {dest} in a world of one; launch with mpiexec -n 2 or more")
-
-    def recv(self, array, source, tag=0):
-        raise RuntimeError(f"recv from rank {source} in a world of one; launch with mpiexec -n 2 or more")
-
-    def split(self, color, key=None):
-        return SelfComm()
-
-    def bcast_obj(self, obj, root=0):
-        return obj
-
-    def allgather_obj(self, obj):
-        return [obj]
-
-    def barrier(self):
-        pass
 
 
 class _MPIRequest(Request):
@@ -319,14 +167,3 @@ class MPIComm(Communicator):
 
     def abort(self, code=1):
         self.comm.Abort(code)
-
-
-_world = None
-
-
-def get_comm() -> Communicator:
-    """The process-wide communicator (MPI when launched by MPI, else a world of one)."""
-    global _world
-    if _world is None:
-        _world = MPIComm() if launched_by_mpi() else SelfComm()
-    return _world

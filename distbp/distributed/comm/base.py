@@ -1,0 +1,104 @@
+"""The communicator interface every backend implements, and the request a nonblocking call returns.
+
+Methods are named after MPI functions (ChainerMN's convention). Array methods act on buffers in
+place (mpi4py's upper-case calls, no pickling); `*_obj` methods pickle small Python objects. Every
+rank must call every collective in the same order.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+_REDUCTIONS = ("sum", "max", "min")
+
+
+def _check_op(op: str) -> str:
+    if op not in _REDUCTIONS:
+        raise ValueError(f"unknown reduction {op!r}; expected 'sum', 'max' or 'min'")
+    return op
+
+
+class Request:
+    """A started nonblocking operation: `test()` drives it forward, `wait()` finishes it."""
+
+    def test(self) -> bool:
+        return True
+
+    def wait(self):
+        return None
+
+
+class _Done(Request):
+    """Already complete (a world of one)."""
+
+    def __init__(self, result=None):
+        self.result = result
+
+    def wait(self):
+        return self.result
+
+
+class Communicator:
+    """Interface every communicator implements. `rank`, `size`; collectives on arrays in place."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def allreduce(self, array, op: str = "sum"):
+        """Reduce `array` over all ranks in place ('sum', 'max' or 'min'); returns it."""
+        raise NotImplementedError
+
+    def iallreduce(self, array, op: str = "sum") -> Request:
+        """Start an in-place allreduce; `array` is reduced once the request's wait() returns."""
+        raise NotImplementedError
+
+    def alloc_buffer(self, numel: int, dtype, xp=numpy):
+        """A flat array to reduce with this communicator again and again (a gradient bucket).
+        Collective: every rank calls it, in the same order. An MPI communicator whose ranks share
+        one machine gives back shared memory, which its sum-allreduce uses (shm.py)."""
+        return xp.empty(numel, dtype=dtype)
+
+    def bcast(self, array, root: int = 0):
+        """Overwrite `array` on every rank with root's (same shape and dtype everywhere)."""
+        raise NotImplementedError
+
+    def allgather(self, array):
+        """Stack every rank's equally shaped array: result shape (size, *array.shape)."""
+        raise NotImplementedError
+
+    def reduce_scatter(self, array, op: str = "sum"):
+        """Reduce `array` (leading dim = size * k) over ranks; return this rank's block of k rows."""
+        raise NotImplementedError
+
+    def send(self, array, dest: int, tag: int = 0) -> None:
+        raise NotImplementedError
+
+    def recv(self, array, source: int, tag: int = 0):
+        """Receive into `array` (shape and dtype must match the sender's); returns it."""
+        raise NotImplementedError
+
+    def split(self, color: int, key: int | None = None) -> Communicator:
+        """Sub-communicators: ranks with the same color form one, ordered by key (default rank)."""
+        raise NotImplementedError
+
+    def dup(self) -> Communicator:
+        """A communicator with the same ranks whose traffic never matches this one's."""
+        return self.split(0)
+
+    def bcast_obj(self, obj, root: int = 0):
+        raise NotImplementedError
+
+    def allgather_obj(self, obj) -> list:
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now (used when one rank fails, so none hangs)."""
+        os._exit(code)
