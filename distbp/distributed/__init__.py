@@ -4,10 +4,10 @@ Data parallelism: `DistributedDataParallel`, `SyncBatchNorm`, `broadcast_state`;
 the autograd graph (model parallelism): `distbp.distributed.functional`. See docs/distributed.md."""
 from . import functional
 from .comm import Communicator, MPIComm, Request, SelfComm, get_comm, launched_by_mpi
+from .comm.watchdog import CollectiveMismatchError, get_step, set_step
 from .data_parallel import DistributedDataParallel, broadcast_module, broadcast_state, verify_same_model
 from .runtime import init, local_size, set_threads
 from .sync_batchnorm import SyncBatchNorm
-from .comm.watchdog import CollectiveMismatchError, get_step, set_step
 
 __all__ = ["CollectiveMismatchError", "Communicator", "DistributedDataParallel", "MPIComm", "Request",
            "SelfComm", "SyncBatchNorm", "broadcast_module", "broadcast_state", "functional", "get_comm",

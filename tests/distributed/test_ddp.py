@@ -11,8 +11,8 @@ from distributed_helpers import max_diff, shard
 import distbp as db
 from distbp import nn
 from distbp.distributed import DistributedDataParallel
-from distbp.equivalence import _GRUNet
 from distbp.distributed.sync_batchnorm import SyncBatchNorm
+from distbp.equivalence import _GRUNet
 from distbp.optim import SGD
 
 TOL = 1e-10

@@ -17,14 +17,6 @@ from .self import SelfComm
 # Variables that MPI launchers set in every rank they start (MPICH/Hydra, Open MPI, PMIx, Slurm PMI).
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
                   "HYDI_CONTROL_FD")
-_REDUCTIONS = ("sum", "max", "min")
-
-
-def launched_by_mpi() -> bool:
-    """True when an MPI launcher started this process (or mpi4py is already initialised)."""
-    if os.environ.get("DISTBP_NO_MPI"):
-        return False
-    return "mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARS)
 
 
 def launched_by_mpi() -> bool:
