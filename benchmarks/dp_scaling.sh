@@ -2,7 +2,7 @@
 # Weak scaling 1 -> 2 ranks: distbp.bench MLP 784-1024-1024-10, 256 samples per rank, float32,
 # 1 BLAS thread per rank, and the bare mpi4py Allreduce of the same bytes (--compare-bare).
 # Usage: bash benchmarks/dp_scaling.sh [REPEATS]. Timings on a shared 2-core machine vary up to 2x
-# run to run (PLATFORM.md), so two methods:
+# run to run, so two methods:
 #   pairs:       a 1-rank run, then a 2-rank run, REPEATS times; each pair gives an efficiency.
 #   interleaved: one 2-rank job alternating blocks on rank 0 alone (rank 1 asleep), on both ranks
 #                each training alone (no communication), and on both ranks data-parallel

@@ -14,7 +14,6 @@ see, run engine_vs_numpy.py.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import shutil
@@ -25,14 +24,16 @@ import numpy as np
 
 
 def _build(impl: str, sizes, batch):
+    """The very steps the timing benchmark runs (sides.py), on the registry's MLP of `sizes`."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from engine_vs_numpy import engine_step, numpy_step  # the very steps the timing benchmark runs
+    from engine_vs_numpy import mlp_case
+    from sides import build_distbp, build_numpy
+    case = mlp_case(sizes, batch)
     rng = np.random.default_rng(0)
-    weights = [((rng.uniform(-1, 1, (o, i)) / np.sqrt(i)).astype(np.float32),
-                (rng.uniform(-1, 1, o) / np.sqrt(i)).astype(np.float32)) for i, o in itertools.pairwise(sizes)]
     x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch)
-    return (engine_step if impl == "distbp" else numpy_step)(weights, x, y, 0.01)[0]
+    step, params = build_distbp(case, x, y, 0.01, None)
+    return step if impl == "distbp" else build_numpy(case, x, y, 0.01, params())[0]
 
 
 def _count(impl: str, sizes, batch, steps: int) -> int:

@@ -2,18 +2,23 @@
 
 Every op asks `get_array_module(*arrays)` for `xp` instead of importing numpy directly, so the
 GPU path changes this module only. Also holds the default float dtype and the global RNG.
-Imports nothing from distbp.
+Imports nothing from distbp but _process, whose C-runtime tuning every distbp process gets
+(the lowest module that `import distbp` always loads).
 """
 from __future__ import annotations
 
 import numpy
+
+from . import _process
+
+_process.retain_freed_memory()  # once per process; DISTBP_RETAIN_FREED_MEMORY=0 opts out
 
 _cupy = None          # the cupy module once we know it works, else None
 _cupy_checked = False
 _default_dtype = numpy.dtype(numpy.float32)
 _rng = numpy.random.default_rng(0)
 _seed = 0             # the last manual_seed; distbp.random keys its counter-based draws with it
-_seed_generation = 0  # counts manual_seed calls, so distbp.random restarts its unkeyed draws
+_unkeyed_draws = 0    # distbp.random's draws outside a batch(...) block since the last manual_seed
 
 
 def cupy_module():
@@ -86,9 +91,9 @@ def set_default_dtype(dtype) -> None:
 
 def manual_seed(seed: int) -> None:
     """Seed every random draw distbp makes (parameter init, dropout, shuffling defaults)."""
-    global _rng, _seed, _seed_generation
+    global _rng, _seed, _unkeyed_draws
     _rng = numpy.random.default_rng(seed)
-    _seed, _seed_generation = int(seed), _seed_generation + 1
+    _seed, _unkeyed_draws = int(seed), 0  # restarts distbp.random's unkeyed draws, as torch's sequence
     cp = cupy_module() if _cupy_checked else None
     if cp is not None:
         cp.random.seed(seed)
@@ -104,12 +109,27 @@ def rng() -> numpy.random.Generator:
     return _rng
 
 
+def next_unkeyed_draw() -> int:
+    """Count one of distbp.random's draws made outside a batch(...) block; returns its number (1, 2, ..)."""
+    global _unkeyed_draws
+    _unkeyed_draws += 1
+    return _unkeyed_draws
+
+
 def get_rng_state() -> dict:
-    return _rng.bit_generator.state
+    """Everything that decides the next random draws, as plain data (it goes into checkpoints): the
+    host generator's state, and the seed and draw count that key distbp.random's draws (dropout)."""
+    return {"generator": _rng.bit_generator.state, "seed": _seed, "unkeyed_draws": _unkeyed_draws}
 
 
 def set_rng_state(state: dict) -> None:
-    _rng.bit_generator.state = state
+    """Restore what get_rng_state returned (a bare numpy bit-generator state sets the generator only)."""
+    global _seed, _unkeyed_draws
+    if "generator" not in state:
+        _rng.bit_generator.state = state
+        return
+    _rng.bit_generator.state = state["generator"]
+    _seed, _unkeyed_draws = int(state["seed"]), int(state["unkeyed_draws"])
 
 
 def scatter_add(target, index, values) -> None:

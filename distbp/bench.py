@@ -9,13 +9,12 @@ after backward; comm_wait_last_rank_ms: of the rank that finished backward last,
 communication without load imbalance),
 bytes_reduced_per_step, and with --compare-bare a bare mpi4py Allreduce of the same bytes next to
 DDP's fused-bucket allreduces (bucket_*: the collectives through distbp's seam) and DDP's whole
-reduction (ddp_reduce_*: also copying every gradient into its bucket, a memory pass torch does too). Timings here vary up to 2x run to run
-(shared/PLATFORM.md): compare figures from one run.
+reduction (ddp_reduce_*: also copying every gradient into its bucket, a memory pass torch does too).
+Timings on a shared machine vary up to 2x run to run: compare figures from one run.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
@@ -28,36 +27,24 @@ from distbp import nn
 from distbp.distributed import DistributedDataParallel, get_comm, init
 from distbp.distributed.comm import SelfComm
 from distbp.optim import SGD
+from distbp.training import registry
+
+# Input shape of one sample and options of each zoo model here (mlp: from --sizes); a model
+# registered elsewhere gets 28x28 one-channel images, given flat.
+_SHAPES = {
+    "cnn": ((1, 28, 28), {"batch_norm": True}),
+    "gru": ((16, 32), {"hidden": [128], "image_shape": (1, 16, 32)}),   # 16 steps of 32 features
+}
+_DEFAULT = ((784,), {"image_shape": (1, 28, 28)})
+CLASSES = 10
 
 
 def build_model(name: str, sizes: list[int]):
-    """The model, and the shape of one input sample and the number of classes."""
-    if name == "mlp":
-        layers = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        return nn.Sequential(*layers), (sizes[0],), sizes[-1]
-    if name == "cnn":
-        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                              nn.Linear(32 * 7 * 7, 10))
-        return model, (1, 28, 28), 10
-    if name == "gru":
-        return _GRUClassifier(32, 128, 10), (16, 32), 10
-    raise ValueError(f"unknown model {name!r}; expected mlp, cnn or gru")
-
-
-class _GRUClassifier(nn.Module):
-    def __init__(self, features, hidden, classes):
-        super().__init__()
-        self.gru = nn.GRU(features, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        _, h = self.gru(x)
-        return self.head(h[-1])
+    """The zoo model, and the shape of one input sample and the number of classes."""
+    if name == "mlp":   # --sizes: inputs, hidden layers..., classes
+        return registry.build_model("mlp", (sizes[0],), sizes[-1], hidden=sizes[1:-1]), (sizes[0],), sizes[-1]
+    in_shape, options = _SHAPES.get(name, _DEFAULT)
+    return registry.build_model(name, in_shape, CLASSES, **options), in_shape, CLASSES
 
 
 def compare_reductions(ddp, comm, dtype, reps: int = 30) -> dict:
@@ -93,7 +80,7 @@ def bus_gbps(nbytes: int, seconds: float, n: int) -> float:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m distbp.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "gru"], help="model to train")
+    p.add_argument("--model", default="mlp", choices=list(registry.MODELS), help="zoo model to train")
     p.add_argument("--sizes", default="784,1024,1024,10", help="MLP layer sizes, comma separated")
     p.add_argument("--batch-per-rank", type=int, default=256, help="samples per rank per step")
     p.add_argument("--steps", type=int, default=20, help="timed steps")

@@ -27,7 +27,7 @@ from . import __version__, backend
 from .distributed import init, launched_by_mpi
 from .distributed.runtime import local_size
 
-BANDWIDTH_MB = 16  # the allreduce size PLATFORM.md quotes bus bandwidth at
+BANDWIDTH_MB = 16  # the allreduce size the bus bandwidth is quoted at (docs/distributed.md)
 
 
 def _version(module_name: str) -> str | None:

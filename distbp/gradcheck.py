@@ -4,13 +4,15 @@
     x = db.tensor(np.random.randn(3, 4), requires_grad=True, dtype=np.float64)
     db.gradcheck(lambda x: (x * x).sum(), [x])    # True, or raises GradcheckError naming the input
 
-The function may return any tensor; a non-scalar output is reduced with a fixed random weighting
-so every output element's gradient is exercised.
+The function may return any tensor, or a tuple of tensors (a multi-output Function's); a non-scalar
+output is reduced with a fixed random weighting so every output element's gradient is exercised, and
+several outputs are checked at once (one backward over all of them, autograd.backward).
 """
 from __future__ import annotations
 
 import numpy
 
+from . import autograd
 from .autograd import Tensor
 from .backend import get_array_module, to_numpy
 
@@ -20,7 +22,8 @@ class GradcheckError(AssertionError):
 
 
 def numerical_grad(fn, inputs, index, eps=1e-6, weights=None):
-    """d(sum(weights * fn(*inputs)))/d inputs[index] by central differences (in place, restored)."""
+    """d(sum(weights * fn(*inputs)))/d inputs[index] by central differences (in place, restored).
+    For an fn returning a tuple, `weights` holds one weighting per output (None: plain sum)."""
     x = inputs[index].data
     grad = numpy.zeros(x.shape, dtype=numpy.float64)
     flat = x.reshape(-1)  # a view: x is contiguous (checked by the caller)
@@ -36,6 +39,9 @@ def numerical_grad(fn, inputs, index, eps=1e-6, weights=None):
 
 
 def _scalar(out, weights):
+    if isinstance(out, (tuple, list)):
+        ws = weights if weights is not None else [None] * len(out)
+        return sum(_scalar(o, w) for o, w in zip(out, ws))
     data = to_numpy(out.data if isinstance(out, Tensor) else out).astype(numpy.float64)
     return float((data * weights).sum()) if weights is not None else float(data.sum())
 
@@ -52,17 +58,23 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0) -> bool:
             if not t.data.flags.c_contiguous:
                 t.data = get_array_module(t.data).ascontiguousarray(t.data)
     out = fn(*inputs)
-    if not isinstance(out, Tensor):
-        raise GradcheckError("fn must return a Tensor")
-    weights = None
-    if out.data.size != 1:
-        weights = numpy.random.default_rng(seed).standard_normal(out.shape)
+    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    if not outs or not all(isinstance(o, Tensor) for o in outs):
+        raise GradcheckError("fn must return a Tensor or a tuple of Tensors")
+    rng = numpy.random.default_rng(seed)
+    # One weighting per output: random for a non-scalar one, none for a scalar, zeros for an output
+    # without gradient (indices), which then plays no part in the differences either.
+    weights = [None if o.data.size == 1 else rng.standard_normal(o.shape) for o in outs]
+    weights = [w if o.requires_grad else numpy.zeros(o.shape) for o, w in zip(outs, weights)]
     for t in inputs:
         if isinstance(t, Tensor):
             t.grad = None
-    seed_grad = numpy.ones(out.shape) if weights is None else weights
-    xp = get_array_module(out.data)
-    out.backward(xp.asarray(seed_grad, dtype=out.dtype))
+    pairs = [(o, w) for o, w in zip(outs, weights) if o.requires_grad] or [(outs[0], weights[0])]
+    autograd.backward([o for o, _ in pairs],  # (if none requires grad, backward says so)
+                      [get_array_module(o.data).asarray(numpy.ones(o.shape) if w is None else w, dtype=o.dtype)
+                       for o, w in pairs])
+    if isinstance(out, Tensor):
+        weights = weights[0]
     for i, t in enumerate(inputs):
         if not (isinstance(t, Tensor) and t.requires_grad):
             continue

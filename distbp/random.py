@@ -10,10 +10,12 @@ the same whichever rank holds sample i and however the batch is split.
         loss = model(x)                                    # every dropout draw is keyed by both
 
 `draw` counts the random draws inside one `batch(...)` block, in call order: every rank runs the
-same forward, so the k-th draw is the same layer everywhere, with no per-layer bookkeeping.
-Outside a block the step counts draws process-wide and rows start at sample 0, so a plain script is
-still seeded and repeatable. The hash is splitmix64's finaliser over a 64-bit counter (a bijection,
-so no two positions under one key collide); it runs on numpy or cupy arrays alike.
+same forward, so the k-th draw is the same layer everywhere, with no per-layer bookkeeping (a rank
+whose slice is empty still draws, an empty array). Outside a block, draws are counted process-wide
+from the last manual_seed (that count is part of `get_rng_state`) and rows start at sample 0, so a
+plain script is still seeded, repeatable and resumable. The hash is splitmix64: its finaliser over
+key + counter * golden ratio, a bijection of the counter, so no two positions under one key collide;
+it runs on numpy or cupy arrays alike, so a GPU draws the same values as the CPU.
 """
 from __future__ import annotations
 
@@ -24,45 +26,56 @@ import numpy
 
 from . import backend
 
-_GOLDEN = numpy.uint64(0x9E3779B97F4A7C15)
-_M1 = numpy.uint64(0xBF58476D1CE4E5B9)
-_M2 = numpy.uint64(0x94D049BB133111EB)
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def _mix(z):
-    """splitmix64's finaliser: a bijection on uint64 that scatters every input bit."""
-    z = (z ^ (z >> numpy.uint64(30))) * _M1
-    z = (z ^ (z >> numpy.uint64(27))) * _M2
-    return z ^ (z >> numpy.uint64(31))
+def _mix_int(z: int) -> int:
+    """splitmix64's finaliser on a Python int: a bijection on 64 bits that scatters every input bit."""
+    z = ((z ^ (z >> 30)) * _M1) & _MASK
+    z = ((z ^ (z >> 27)) * _M2) & _MASK
+    return z ^ (z >> 31)
+
+
+def _mix_array(z):
+    """The same finaliser, in place on a uint64 array (array arithmetic wraps modulo 2**64)."""
+    z ^= z >> numpy.uint64(30)
+    z *= numpy.uint64(_M1)
+    z ^= z >> numpy.uint64(27)
+    z *= numpy.uint64(_M2)
+    z ^= z >> numpy.uint64(31)
+    return z
 
 
 def key(*parts: int) -> int:
-    """One 64-bit key from several integers (order matters)."""
-    k = numpy.uint64(0)
-    with numpy.errstate(over="ignore"):
-        for part in parts:
-            k = _mix(k ^ (numpy.uint64(int(part) & 0xFFFFFFFFFFFFFFFF) + _GOLDEN))
-    return int(k)
+    """One 64-bit key from several integers (order and count matter; negative ones are taken mod 2**64)."""
+    k = 0
+    for part in parts:
+        k = _mix_int(k ^ ((int(part) + _GOLDEN) & _MASK))
+    return k
 
 
 def uniform(k: int, shape, first_row: int = 0, xp=numpy, dtype=numpy.float64):
     """Uniform [0, 1) values of `shape` for rows first_row.. of a conceptual global array keyed by k.
 
     Row i's values depend only on (k, i, position in the row), so a slice of rows drawn on one
-    rank equals the same rows drawn by one process for the whole array."""
+    rank equals the same rows drawn by one process for the whole array. Each value takes as many
+    of the hash's top bits as `dtype` has significand bits, so it is exact and below 1 (rounding
+    53 bits to float32 could give 1.0)."""
     shape = tuple(int(s) for s in shape)
-    if not shape:
-        shape, squeeze = (1,), True
-    else:
-        squeeze = False
-    rows, width = shape[0], math.prod(shape[1:])
-    start = numpy.uint64(first_row * width)
-    counter = xp.arange(rows * width, dtype=xp.uint64) + start
-    with numpy.errstate(over="ignore"):
-        bits = _mix(counter * _GOLDEN + numpy.uint64(k))
-    out = (bits >> numpy.uint64(11)).astype(xp.float64) * (1.0 / (1 << 53))
-    out = out.reshape(shape).astype(dtype, copy=False)
-    return out.reshape(()) if squeeze else out
+    dtype = numpy.dtype(dtype)
+    width = math.prod(shape[1:]) if shape else 1
+    n = math.prod(shape)
+    z = xp.arange(n, dtype=xp.uint64)
+    z += numpy.uint64((int(first_row) * width) & _MASK)
+    z *= numpy.uint64(_GOLDEN)
+    z += numpy.uint64(k & _MASK)
+    _mix_array(z)
+    bits = numpy.finfo(dtype).nmant + 1
+    out = (z >> numpy.uint64(64 - bits)).astype(dtype)
+    out *= dtype.type(2.0 ** -bits)
+    return out.reshape(shape)
 
 
 class _Batch:
@@ -73,8 +86,6 @@ class _Batch:
 
 
 _current: _Batch | None = None
-_unkeyed_draws = 0  # draws made outside any batch(...) block since the last manual_seed
-_generation = 0
 
 
 @contextlib.contextmanager
@@ -89,14 +100,12 @@ def batch(step: int, first_sample: int = 0):
 
 
 def draw_key() -> tuple[int, int]:
-    """(key, first_row) for the next per-sample draw: the key mixes the seed, step and draw index."""
-    global _unkeyed_draws, _generation
+    """(key, first_row) for the next per-sample draw: the key mixes the seed, step and draw index
+    inside a `batch` block, the seed and the process-wide draw count outside one (two parts, not
+    three, so the two kinds of key hash different inputs even when a step equals a draw count)."""
     b = _current
     if b is None:
-        if _generation != backend._seed_generation:  # manual_seed restarts the sequence, as torch's does
-            _generation, _unkeyed_draws = backend._seed_generation, 0
-        _unkeyed_draws += 1
-        return key(backend.initial_seed(), -1, _unkeyed_draws), 0
+        return key(backend.initial_seed(), backend.next_unkeyed_draw()), 0
     b.draws += 1
     return key(backend.initial_seed(), b.step, b.draws), b.first_sample
 
@@ -104,9 +113,13 @@ def draw_key() -> tuple[int, int]:
 def per_sample_uniform(shape, dtype, xp=numpy, batch_axis: int = 0):
     """Uniform [0, 1) values for a per-sample draw (a dropout mask), keyed as `draw_key` says;
     `batch_axis` is the axis that indexes samples (1 for a sequence-first RNN's outputs)."""
+    shape = tuple(int(s) for s in shape)
     k, first = draw_key()
     if not shape:
         return uniform(k, (), first, xp, dtype)
-    moved = (shape[batch_axis],) + tuple(s for i, s in enumerate(shape) if i != batch_axis)
+    axis = batch_axis + len(shape) if batch_axis < 0 else batch_axis
+    if not 0 <= axis < len(shape):
+        raise ValueError(f"batch_axis {batch_axis} is out of range for shape {shape}")
+    moved = (shape[axis],) + shape[:axis] + shape[axis + 1:]
     u = uniform(k, moved, first, xp, dtype)
-    return xp.moveaxis(u, 0, batch_axis) if batch_axis else u
+    return xp.moveaxis(u, 0, axis) if axis else u

@@ -16,10 +16,10 @@ import sys
 import numpy
 
 from . import backend
-from .config import FIELDS, ConfigError, TrainConfig, _check_type, _check_values, parse_config
 from .data import DataError, global_batches, load_dataset, num_batches
 from .distributed import SelfComm
-from .train import UsageError, evaluate, make_model, make_optimizer, train_step
+from .training.config import FIELDS, ConfigError, TrainConfig, _check_type, _check_values, parse_config
+from .training.trainer import Trainer, UsageError, model_for, optimizer_for
 
 _NOT_SEARCHABLE = ("dataset", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "log_dir",
                    "progress", "device")
@@ -34,30 +34,28 @@ def kfold_indices(n: int, folds: int, seed: int) -> list:
 
 
 def fit(cfg: TrainConfig, data, X, y):
-    """Train a fresh model on (X, y) for cfg.epochs (capped by cfg.steps); returns the model."""
+    """Train a fresh model on (X, y) for cfg.epochs (capped by cfg.steps); returns its Trainer, or
+    None when the run diverged."""
     backend.manual_seed(cfg.seed)
-    comm = SelfComm()
-    model = make_model(cfg, data)
-    optimizer = make_optimizer(cfg, model.parameters())
-    total = num_batches(len(X), cfg.batch_size) * cfg.epochs
+    model = model_for(cfg, data)
+    per_epoch = num_batches(len(X), cfg.batch_size)
+    trainer = Trainer(model, optimizer_for(cfg, model.parameters()), SelfComm(), data.task,
+                      batches_per_epoch=per_epoch)
+    total = per_epoch * cfg.epochs
     total = min(total, cfg.steps) if cfg.steps else total
-    step = 0
-    for epoch in itertools.count():
-        for batch in global_batches(len(X), cfg.batch_size, cfg.seed, epoch):
-            if step == total:
-                return model
+    while trainer.global_step < total:
+        for batch in global_batches(len(X), cfg.batch_size, cfg.seed, trainer.epoch)[:total - trainer.global_step]:
             with numpy.errstate(all="ignore"):
-                loss = train_step(model, optimizer, X[batch], y[batch], len(batch), data.task, comm)
-            if not numpy.isfinite(loss):
-                return None   # diverged: this setting scores worst
-            step += 1
+                if not trainer.step_on(X, y, batch).updated:
+                    return None   # diverged: this setting scores worst
+    return trainer
 
 
-def score(model, data, X, y) -> float:
+def score(trainer, data, X, y) -> float:
     """Accuracy for classification, -MSE for regression: higher is better either way."""
-    if model is None:
+    if trainer is None:
         return float("-inf")
-    m = evaluate(model, X, y, data.task, data.num_classes, SelfComm())
+    m = trainer.evaluate(X, y, data.num_classes)
     return m["accuracy"] if data.task == "classification" else -m["mse"]
 
 

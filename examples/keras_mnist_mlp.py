@@ -25,10 +25,10 @@ import numpy as np
 import distbp as db
 from distbp.data import DataError, global_batches, load_dataset, write_idx
 from distbp.distributed import SelfComm
-from distbp.metrics import format_confusion_matrix
-from distbp.models import build_model
 from distbp.optim import Adam
-from distbp.train import evaluate, train_step
+from distbp.training import build_model
+from distbp.training.metrics import format_confusion_matrix
+from distbp.training.trainer import Trainer
 
 
 def demo_folder() -> str:
@@ -59,15 +59,14 @@ def main(argv=None) -> int:
         return 2
     db.manual_seed(0)
     model = build_model("mlp", data.input_shape, 10, hidden=[128])          # Flatten, Dense 128 relu, Dense 10
-    optimizer = Adam(model.parameters(), lr=1e-3)
-    comm, (X, y) = SelfComm(), data.train
+    trainer = Trainer(model, Adam(model.parameters(), lr=1e-3), SelfComm(), "classification")
+    X, y = data.train
     for epoch in range(args.epochs):
-        losses = [train_step(model, optimizer, X[b], y[b], len(b), "classification", comm)
-                  for b in global_batches(len(X), 32, seed=0, epoch=epoch)]
-        val = evaluate(model, *data.val, "classification", 10, comm)
+        losses = [trainer.step_on(X, y, b).local_loss for b in global_batches(len(X), 32, seed=0, epoch=epoch)]
+        val = trainer.evaluate(*data.val, num_classes=10)
         print(f"epoch {epoch + 1}/{args.epochs}: loss {np.mean(losses):.4f} val_loss {val['loss']:.4f} "
               f"val_accuracy {val['accuracy']:.4f}")
-    test = evaluate(model, *data.test, "classification", 10, comm)
+    test = trainer.evaluate(*data.test, num_classes=10)
     print(f"test accuracy {test['accuracy']:.4f}, macro F1 {test['f1']:.4f}")
     print(format_confusion_matrix(test["confusion_matrix"]))
     return 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training on this machine:  launch/local.sh [-n RANKS] [distbp.train flags...]
 # e.g. launch/local.sh -n 4 --model cnn --batch-size 256
-# Each rank gets cores/RANKS BLAS threads (4 ranks on 2 cores with default threads ran 9x slower,
-# shared/PLATFORM.md). Override with OPENBLAS_NUM_THREADS; pick the interpreter with PYTHON.
+# Each rank gets cores/RANKS BLAS threads (ranks that each start one BLAS thread per core
+# oversubscribe the machine and slow every step several-fold). Override with OPENBLAS_NUM_THREADS;
+# pick the interpreter with PYTHON.
 set -euo pipefail
 ranks=2
 if [ "${1:-}" = "-n" ]; then ranks=$2; shift 2; fi

@@ -1,8 +1,10 @@
-"""Shared test helpers: float64 tensors, an optional torch reference (torch is never required), and
-the `comm` fixture of the MPI tests.
+"""Shared test helpers: float64 tensors, the torch reference of the parity tests (optional, except under
+CI=true), and the `comm` fixture of the MPI tests.
 
 The one conftest for all of tests/ (tests/distributed included): two files both named conftest.py would
 shadow each other when test modules `from conftest import ...`."""
+import os
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,16 @@ def t64(*shape, requires_grad=True, seed=None, low=None):
 
 
 def torch_or_skip():
-    """The torch module for a reference comparison, or skip the test when torch is absent."""
+    """The torch module for a reference comparison, or skip the test when torch is absent. Under
+    CI=true a missing torch fails the test instead: the parity tests are the engine's proof, and CI
+    installs torch (`pip install -e '.[test,parity]'`), so a skip there would hide a broken install."""
+    if os.environ.get("CI") == "true":
+        try:
+            import torch
+        except ImportError as e:
+            pytest.fail(f"CI=true and torch is not importable ({e}): install it with pip install -e "
+                        "'.[parity]'; the torch parity tests must run in CI, not skip", pytrace=False)
+        return torch
     return pytest.importorskip("torch")
 
 

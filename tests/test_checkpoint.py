@@ -8,9 +8,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import distbp as db
-from distbp import checkpoint, nn, optim
-from distbp.checkpoint import CheckpointError, checkpoint_path
+from distbp import nn, optim
 from distbp.distributed import SelfComm
+from distbp.training import checkpoint
+from distbp.training.checkpoint import CheckpointError, checkpoint_path
 
 
 def _trained(model_sizes=(4, 3, 2), opt="sgd"):

@@ -3,7 +3,8 @@ import dataclasses
 
 import pytest
 
-from distbp.config import FIELDS, ConfigError, TrainConfig, build_parser, parse_config
+from distbp.training import registry
+from distbp.training.config import FIELDS, ConfigError, TrainConfig, build_parser, parse_config
 
 
 def _toml(tmp_path, text):
@@ -98,6 +99,18 @@ def test_help_documents_every_setting(capsys):
     assert all(f.metadata.get("help") for f in dataclasses.fields(TrainConfig))
 
 
-def test_model_names_match_the_zoo():
-    from distbp import config, models
-    assert config.MODELS == models.MODELS and tuple(config.ACTIVATIONS) == tuple(models.ACTIVATIONS)
+def test_names_and_help_come_from_the_registry(capsys):
+    @registry.register_model("config_test_net")
+    def net(input_shape, num_outputs):
+        raise AssertionError("not built by the config")
+    try:
+        assert parse_config(["--model", "config_test_net"])[0].model == "config_test_net"
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "model from the zoo: mlp, linear, cnn, gru, lstm, config_test_net" in out
+        assert "optimizer: sgd, adam, adamw, rmsprop" in out and "built-in dataset (digits, xor, regression, sine)" in out
+    finally:
+        del registry.MODELS["config_test_net"]
+    with pytest.raises(ConfigError, match="invalid model 'config_test_net'"):
+        parse_config(["--model", "config_test_net"])

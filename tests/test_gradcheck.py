@@ -66,3 +66,34 @@ def test_numerical_grad_of_a_known_function_and_input_restored():
     g = numerical_grad(lambda x: (x * x * x).sum(), [x], 0)
     np.testing.assert_allclose(g, 3 * before ** 2, rtol=1e-8)
     np.testing.assert_array_equal(x.data, before)
+
+
+class _SumAndProduct(Function):
+    """(a + b, a * b): two outputs; `wrong` drops b's share of the product's gradient."""
+
+    wrong = False
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a + b, a * b
+
+    def backward(self, g_sum, g_prod):
+        gb = g_sum if self.wrong else g_sum + g_prod * self.a
+        return g_sum + g_prod * self.b, gb
+
+
+def test_gradcheck_checks_every_output_of_a_multi_output_function():
+    inputs = [t64(3), t64(3, seed=6)]
+    assert db.gradcheck(_SumAndProduct.apply, inputs)
+    _SumAndProduct.wrong = True
+    try:
+        with pytest.raises(GradcheckError, match="input 1"):
+            db.gradcheck(_SumAndProduct.apply, inputs)
+        with pytest.raises(GradcheckError, match="input 1"):  # only the second output sees the error
+            db.gradcheck(lambda a, b: _SumAndProduct.apply(a, b)[1], inputs)
+    finally:
+        _SumAndProduct.wrong = False
+
+
+def test_gradcheck_leaves_a_non_differentiable_output_out():
+    assert db.gradcheck(lambda x: db.ops.max_pool1d(x, 2, return_indices=True), [t64(2, 3, 6)])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from distbp.metrics import (
+from distbp.training.metrics import (
     accuracy,
     classification_summary,
     confusion_matrix,

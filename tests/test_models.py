@@ -1,10 +1,13 @@
-"""The model zoo: sizes follow the dataset, gradients are right, bad options are one clear error."""
+"""The registry and its model zoo: sizes follow the dataset, gradients are right, bad options are one
+clear error."""
 import numpy as np
 import pytest
 
 import distbp as db
 import distbp.nn.functional as F
-from distbp.models import build_model
+from distbp import nn, optim
+from distbp.training import registry
+from distbp.training.registry import build_model
 
 
 def test_mlp_layer_sizes_and_parameter_count():
@@ -71,3 +74,53 @@ def test_mlp_dropout_layers_follow_each_hidden_activation_and_are_off_in_eval():
     x = db.tensor(np.ones((3, 4), np.float32))
     m.eval()
     np.testing.assert_array_equal(m(x).numpy(), m(x).numpy())
+
+
+def test_cnn_batch_norm_option_puts_batchnorm_after_each_conv():
+    m = build_model("cnn", (64,), 10, hidden=[8], channels=4, batch_norm=True)
+    kinds = [type(layer).__name__ for layer in m]
+    assert kinds[:5] == ["Reshape", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"] and kinds.count("BatchNorm2d") == 2
+    assert m[1].out_channels == 4 and m(db.tensor(np.zeros((2, 64), np.float32))).shape == (2, 10)
+    assert "BatchNorm2d" not in [type(layer).__name__ for layer in build_model("cnn", (64,), 10)]
+
+
+def test_common_options_a_model_does_not_take_are_dropped_other_unknown_options_are_errors():
+    assert len(list(build_model("linear", (3,), 2, hidden=[9], activation="tanh", dropout=0.5).parameters())) == 2
+    with pytest.raises(ValueError, match="model 'linear' has no option 'channels'"):
+        build_model("linear", (3,), 2, channels=4)
+
+
+def test_registering_a_name_twice_is_an_error_and_names_list_in_registration_order():
+    assert list(registry.MODELS)[:5] == ["mlp", "linear", "cnn", "gru", "lstm"]
+    with pytest.raises(ValueError, match="model 'mlp' is already registered"):
+        registry.register_model("mlp")(lambda input_shape, num_outputs: None)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", optim.SGD), ("adam", optim.Adam), ("adamw", optim.AdamW),
+                                       ("rmsprop", optim.RMSprop)])
+def test_build_optimizer_by_name(name, cls):
+    params = list(nn.Linear(2, 2).parameters())
+    opt = registry.build_optimizer(name, params, 0.01, weight_decay=0.1)
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01 and opt.param_groups[0]["weight_decay"] == 0.1
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'; choose one of sgd, adam, adamw, rmsprop"):
+        registry.build_optimizer("lbfgs", params, 0.01)
+
+
+def test_activations_losses_and_datasets_are_registered_by_name():
+    assert isinstance(registry.activation("tanh"), nn.Tanh) and list(registry.LOSSES) == ["cross_entropy", "mse"]
+    assert list(registry.DATASETS)[:4] == ["digits", "xor", "regression", "sine"]
+
+
+def test_a_registered_dataset_loads_by_name():
+    from distbp.data import load_dataset
+
+    @registry.register_dataset("models_test_blobs")
+    def blobs(seed):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, 90)
+        return rng.standard_normal((90, 2)) + 4 * y[:, None], y, None
+    try:
+        data = load_dataset("models_test_blobs", seed=1)
+        assert data.task == "classification" and data.num_classes == 3 and len(data.train[0]) == 63
+    finally:
+        del registry.DATASETS["models_test_blobs"]

@@ -217,9 +217,142 @@ def test_a_forward_assigned_to_an_instance_is_what_calling_it_runs_as_in_torch()
     original = lin.forward
     lin.forward = lambda inp: original(inp) * 0 + 7
     np.testing.assert_array_equal(lin(x).data, 7)
-    assert isinstance(lin, nn.Linear) and type(lin).__name__ == "Linear"
+    assert type(lin) is nn.Linear  # no class swap: calling looks forward up on the instance
     assert list(lin.state_dict()) == ["weight", "bias"]
     np.testing.assert_array_equal(copy.deepcopy(lin)(x).data, 7)
     assert not np.all(other(x).data == 7)  # other instances of the class are untouched
     del lin.forward  # back to the class's forward
     np.testing.assert_allclose(lin(x).data, original(x).data)
+
+
+def test_a_forward_assigned_to_the_class_later_is_what_calling_runs():
+    class Double(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    m = Double()
+    x = db.tensor([1.0])
+    assert m(x).item() == 2
+    Double.forward = lambda self, x: x * 5
+    assert m(x).item() == 5 and Double()(x).item() == 5
+
+
+# ----- forward hooks: the same registrations on a distbp and a torch module give the same events -----
+
+def _recorder(base, log):
+    """A module class of library `base` whose forward(x, scale=1) logs its arguments."""
+
+    class Rec(base):
+        def forward(self, x, scale=1):
+            log.append(("forward", float(x), scale))
+            return x * scale
+
+    return Rec
+
+
+def _hook_scenario(lib):
+    """Events of one run; `lib` is distbp or torch. Covers order, prepend, rewriting and remove."""
+    log = []
+    base, tensor = (nn.Module, db.tensor) if lib == "distbp" else (_torch().nn.Module, _torch().tensor)
+    m = _recorder(base, log)()
+    m.register_forward_pre_hook(lambda mod, args: log.append(("pre1", float(args[0]))))
+    m.register_forward_pre_hook(lambda mod, args: args[0] + 1)  # a non-tuple: becomes (x + 1,)
+    m.register_forward_pre_hook(lambda mod, args: log.append(("pre0", float(args[0]))), prepend=True)
+    m.register_forward_pre_hook(lambda mod, args, kwargs: ((args[0] * 10,), {"scale": 2}), with_kwargs=True)
+    h1 = m.register_forward_hook(lambda mod, args, out: log.append(("post1", float(args[0]), float(out))))
+    m.register_forward_hook(lambda mod, args, out: out + 100)
+    m.register_forward_hook(lambda mod, args, out: log.append(("post0", float(out))), prepend=True)
+    m.register_forward_hook(lambda mod, args, kwargs, out: log.append(("kw", dict(kwargs), float(out))),
+                            with_kwargs=True)
+    log.append(("result", float(m(tensor([1.0])))))
+    h1.remove()
+    h1.remove()  # removing twice is harmless
+    with m.register_forward_hook(lambda mod, args, out: log.append(("scoped", float(out)))):
+        log.append(("result", float(m(tensor([2.0])))))
+    log.append(("result", float(m(tensor([3.0]), scale=3))))
+    return log
+
+
+def _torch():
+    from conftest import torch_or_skip
+    return torch_or_skip()
+
+
+def test_forward_hooks_run_in_torchs_order_and_rewrite_args_and_output_as_torchs():
+    ours = _hook_scenario("distbp")
+    assert ours == _hook_scenario("torch")
+    assert ours[:7] == [("pre0", 1.0), ("pre1", 1.0), ("forward", 20.0, 2), ("post0", 40.0),
+                        ("post1", 20.0, 40.0), ("kw", {"scale": 2}, 140.0), ("result", 140.0)]
+
+
+@pytest.mark.parametrize("lib", ["distbp", "torch"])
+def test_always_call_hook_runs_when_forward_raises_and_the_error_propagates(lib):
+    seen = []
+
+    class Boom(nn.Module if lib == "distbp" else _torch().nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+
+    m = Boom()
+    m.register_forward_hook(lambda mod, args, out: seen.append(("plain", out)))
+    m.register_forward_hook(lambda mod, args, out: seen.append(("always", out)), always_call=True)
+    m.register_forward_hook(lambda mod, args, out: 1 / 0, always_call=True)
+    with pytest.warns(UserWarning, match="division by zero"), pytest.raises(ValueError, match="boom"):
+        m(1.0)
+    assert seen == [("always", None)]
+
+
+def test_a_bad_with_kwargs_pre_hook_return_raises_torchs_error():
+    m = nn.Identity()
+    m.register_forward_pre_hook(lambda mod, args, kwargs: args, with_kwargs=True)
+    with pytest.raises(RuntimeError, match=r"tuple of \(new_args, new_kwargs\)"):
+        m(db.tensor([1.0, 2.0, 3.0]))
+
+
+def test_hooks_on_nested_modules_run_when_the_outer_module_is_called():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    names, shapes = [], {}
+
+    def record(name):
+        def hook(mod, args, out):
+            names.append(name)
+            shapes[name] = out.shape
+        return hook
+
+    for name, layer in model.named_modules():
+        layer.register_forward_hook(record(name))
+    handle = model[1].register_forward_hook(lambda mod, args, out: out * 0)  # zero the hidden layer
+    out = model(db.tensor(np.ones((4, 2), dtype=np.float32)))
+    assert names == ["0", "1", "2", ""] and shapes == {"0": (4, 3), "1": (4, 3), "2": (4, 1), "": (4, 1)}
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(model[2].bias.numpy(), (4, 1)))
+    handle.remove()
+    assert not np.allclose(model(db.tensor(np.ones((4, 2), dtype=np.float32))).numpy(), out.numpy())
+
+
+def test_hooks_apply_to_a_forward_assigned_to_the_instance_and_gradients_flow_through_them():
+    db.set_default_dtype(np.float64)
+    lin = nn.Linear(3, 2)
+    lin.forward = lambda x: x.sum(1, keepdim=True) * lin.weight.sum()
+    lin.register_forward_pre_hook(lambda mod, args: args[0] * 2)
+    lin.register_forward_hook(lambda mod, args, out: out + args[0].mean())
+    x = t64(4, 3)
+    want = (2 * x.numpy()).sum(1, keepdims=True) * lin.weight.numpy().sum() + (2 * x.numpy()).mean()
+    np.testing.assert_allclose(lin(x).numpy(), want)
+    assert db.gradcheck(lambda x, w: lin(x), [x, lin.weight])
+
+
+def test_a_deep_copy_keeps_its_hooks_and_they_run_in_a_process_that_registered_none(monkeypatch):
+    import copy
+    import pickle
+
+    from distbp.nn import module
+    lin = nn.Linear(2, 2)
+    lin.register_forward_hook(_zero_output)
+    for clone in (copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))):
+        monkeypatch.setattr(module, "_hooks_seen", False)  # as in a fresh process that only loads models
+        twin = clone(lin)
+        assert twin(db.tensor(np.ones((1, 2), dtype=np.float32))).numpy().tolist() == [[0.0, 0.0]]
+
+
+def _zero_output(module, args, output):
+    return output * 0

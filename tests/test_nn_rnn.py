@@ -155,7 +155,7 @@ def test_recurrent_dropout_is_one_mask_on_each_layers_whole_output(bidirectional
     db.manual_seed(5)
     got = m(x)[0].numpy()
     db.manual_seed(5)
-    want = layers[1](nn.functional.dropout(layers[0](x)[0], 0.5))[0].numpy()
+    want = layers[1](nn.functional.dropout(layers[0](x)[0], 0.5, batch_axis=1))[0].numpy()
     np.testing.assert_allclose(got, want, atol=1e-14)
     assert not np.allclose(got, m.eval()(x)[0].numpy())  # the mask did drop something
 

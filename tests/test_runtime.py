@@ -1,4 +1,4 @@
-"""distbp.distributed.runtime's process set-up that needs no MPI: freed memory kept for reuse, BLAS threads,
+"""Process set-up that needs no MPI: freed memory kept for reuse (by `import distbp` itself), timer slack,
 and distbp.bench's weak-scaling mode (its MPI run is in tests/distributed/test_launches.py)."""
 import ctypes
 import os
@@ -18,10 +18,11 @@ glibc_linux = pytest.mark.skipif(not sys.platform.startswith("linux") or os.conf
 
 # Two 3 MB arrays made and dropped each step: glibc's default returns the freed 6 MB to the OS and
 # faults it in again next step (~1,500 page faults a step here), the pattern that cost a DDP rank
-# 3-5 ms a step. Printed: page faults per step over the last 20 of 30 steps.
+# 3-5 ms a step. Printed: whether retain_freed_memory is in effect, then page faults per step over
+# the last 20 of 30 steps. {setup} is what the process does first.
 _FAULTS = textwrap.dedent("""
     import resource, numpy as np
-    from distbp.distributed.runtime import retain_freed_memory
+    {setup}
     print(retain_freed_memory())
     faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for step in range(30):
@@ -33,23 +34,41 @@ _FAULTS = textwrap.dedent("""
 """)
 
 
-def _faults_per_step(**env):
-    out = subprocess.run([sys.executable, "-c", _FAULTS], check=True, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT), **env)).stdout.split()
+_INIT = "from distbp.distributed.runtime import retain_freed_memory"
+# a plain script: only `import distbp`; the call afterwards reports what the import did
+_IMPORT = "import distbp\nfrom distbp._process import retain_freed_memory"
+
+
+def _faults_per_step(setup, **env):
+    env = {k: v for k, v in os.environ.items() if k != "DISTBP_RETAIN_FREED_MEMORY"} | env
+    out = subprocess.run([sys.executable, "-c", _FAULTS.format(setup=setup)], check=True, capture_output=True,
+                         text=True, env=dict(env, PYTHONPATH=str(ROOT))).stdout.split()
     return out[0] == "True", float(out[1])
 
 
 @glibc_linux
-def test_retained_freed_memory_is_reused_without_page_faults():
-    applied, faults = _faults_per_step()
+@pytest.mark.parametrize("setup", [_IMPORT, _INIT], ids=["import-distbp", "runtime"])
+def test_retained_freed_memory_is_reused_without_page_faults(setup):
+    applied, faults = _faults_per_step(setup)
     assert applied and faults < 20, f"{faults} page faults per step"
 
 
 @glibc_linux
-def test_retaining_freed_memory_can_be_switched_off():
-    applied, faults = _faults_per_step(DISTBP_RETAIN_FREED_MEMORY="0")
+@pytest.mark.parametrize("setup", [_IMPORT, _INIT], ids=["import-distbp", "runtime"])
+def test_retaining_freed_memory_can_be_switched_off(setup):
+    applied, faults = _faults_per_step(setup, DISTBP_RETAIN_FREED_MEMORY="0")
     assert not applied
     assert faults > 100, f"only {faults} page faults per step: the pattern no longer shows what it guards"
+
+
+def test_import_applies_it_once_and_init_reports_the_same(monkeypatch):
+    from distbp import _process
+    from distbp.distributed import runtime
+    applied = _process.retain_freed_memory()
+    calls = []
+    monkeypatch.setattr(_process, "_set_malloc_thresholds", lambda: calls.append(1) or True)
+    assert runtime.retain_freed_memory() is applied and _process.retain_freed_memory() is applied
+    assert calls == []  # the import made the one attempt
 
 
 def test_bench_scaling_needs_more_than_one_rank(capsys):

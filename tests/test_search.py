@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from distbp.config import ConfigError, TrainConfig
 from distbp.search import grid_search, kfold_indices, main
+from distbp.training.config import ConfigError, TrainConfig
 
 
 def test_kfold_validation_parts_partition_the_samples_and_never_overlap_training():

@@ -11,12 +11,14 @@ import pytest
 from safetensors.numpy import load_file
 
 import distbp as db
-from distbp import checkpoint
+from distbp import nn
 from distbp.data import global_batches, load_dataset, shard
 from distbp.distributed import SelfComm
-from distbp.models import build_model
 from distbp.optim import SGD
-from distbp.train import main, train_step
+from distbp.train import main
+from distbp.training import checkpoint, registry
+from distbp.training.registry import build_model
+from distbp.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--no-progress", "--epochs", "2"]
@@ -81,8 +83,7 @@ def test_rank_shards_sum_to_the_single_process_step_even_for_a_tiny_last_batch(s
     for batch in (last, tiny):
         def delta(indices, batch=batch):
             model = copy.deepcopy(base)
-            train_step(model, SGD(model.parameters(), lr=1.0), X[indices], y[indices], len(batch),
-                       "classification", SelfComm())
+            Trainer(model, SGD(model.parameters(), lr=1.0), SelfComm()).step(X[indices], y[indices], len(batch))
             return [p.data - q.data for p, q in zip(model.parameters(), base.parameters())]
 
         whole = delta(batch)
@@ -111,6 +112,67 @@ def test_linear_regression_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     r2 = float(out.split("r2 ")[-1].split()[0])
     assert r2 > 0.99
+
+
+def test_a_model_registered_with_one_function_trains_from_the_command_line(tmp_path, capsys):
+    @registry.register_model("tiny_test_net")
+    def tiny(input_shape, num_outputs, *, hidden=None):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), hidden[0]), nn.Tanh(),
+                             nn.Linear(hidden[0], num_outputs))
+    try:
+        assert main([*FAST, "--model", "tiny_test_net", "--hidden", "12", "--steps", "25",
+                     "--checkpoint-dir", str(tmp_path)]) == 0
+        assert "model tiny_test_net 910 parameters" in capsys.readouterr().out   # 64*12+12 + 12*10+10
+        assert checkpoint.load(checkpoint.latest(tmp_path)).meta["config"]["model"] == "tiny_test_net"
+    finally:
+        del registry.MODELS["tiny_test_net"]
+
+
+class _CountingComm(SelfComm):
+    """A world of one that counts the blocking allreduces made through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.allreduces = 0
+
+    def allreduce(self, array, op="sum"):
+        self.allreduces += 1
+        return super().allreduce(array, op)
+
+
+def test_trainer_steps_make_no_collective_and_one_allreduce_gives_every_steps_mean_loss():
+    db.set_default_dtype(np.float64)
+    data = load_dataset("xor", seed=0)
+    X, y = data.train
+    comm = _CountingComm()
+    model = build_model("mlp", (2,), 2, hidden=[8])
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.1), comm, batches_per_epoch=3)
+    results = []
+    for batch in global_batches(len(X), 300, seed=0, epoch=0):   # 700 samples: 300, 300, 100
+        before = copy.deepcopy(model)
+        results.append(trainer.step_on(X, y, batch))
+        assert results[-1].updated and results[-1].samples == len(batch)
+        # the loss the step reports is that of the weights before its update
+        with db.no_grad():
+            want = float(nn.functional.cross_entropy(before(db.tensor(X[batch])), y[batch]).item())
+        assert results[-1].loss_sum / len(batch) == pytest.approx(want, rel=1e-12)
+    assert comm.allreduces == 0 and (trainer.global_step, trainer.epoch, trainer.position) == (3, 1, 0)
+    losses = trainer.mean_losses(results)
+    assert comm.allreduces == 1
+    assert losses == [r.loss_sum / r.global_batch for r in results] == [r.local_loss for r in results]
+
+
+def test_trainer_does_not_update_the_weights_when_the_loss_is_not_finite():
+    db.set_default_dtype(np.float64)
+    model = build_model("linear", (3,), 1)
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.1), SelfComm(), task="regression")
+    weights = [p.data.copy() for p in model.parameters()]
+    X, y = np.ones((4, 3)), np.full((4, 1), np.inf)
+    with np.errstate(all="ignore"):
+        result = trainer.step(X, y, global_batch=4)
+    assert not result.updated and not np.isfinite(result.loss_sum) and trainer.global_step == 0
+    assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
+    assert all(not np.isfinite(p.grad).any() for p in model.parameters())   # every gradient carries the verdict
 
 
 # ----- bad input: one line on stderr, exit 2, no traceback (run as a user would) -----
@@ -170,11 +232,11 @@ MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")  # the mpich 
 needs_mpi = pytest.mark.skipif(not os.path.exists(MPIEXEC), reason="no mpiexec beside this python")
 
 
-def _mpi_train(n, *args):
+def _mpi_train(n, *args, check=True):
     env = dict(os.environ, PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1")
     env.pop("DISTBP_NO_MPI", None)
-    subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "distbp.train", *args], check=True,
-                   capture_output=True, env=env, timeout=120)
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "distbp.train", *args], check=check,
+                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def _assert_close(dir_a, dir_b):
@@ -192,6 +254,35 @@ def test_n_ranks_match_one_process_in_float64(tmp_path, ranks):
     _mpi_train(ranks, *args, "--checkpoint-dir", str(tmp_path / "many"))
     assert main([*args, "--checkpoint-dir", str(tmp_path / "one")]) == 0
     _assert_close(tmp_path / "one", tmp_path / "many")
+
+
+def _train_losses(log_dir):
+    records = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["epoch"], r["loss"]) for r in records if r["split"] == "train"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_n_ranks_match_one_process_with_dropout_and_log_the_same_losses(tmp_path, ranks):
+    # dropout masks are keyed by (step, global sample), so splitting a batch over ranks changes nothing
+    args = [*FAST, "--epochs", "2", "--batch-size", "50", "--dtype", "float64", "--dropout", "0.3",
+            "--checkpoint-every", "30"]
+    _mpi_train(ranks, *args, "--checkpoint-dir", str(tmp_path / "many"), "--log-dir", str(tmp_path / "many"))
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "one"), "--log-dir", str(tmp_path / "one")]) == 0
+    _assert_close(tmp_path / "one", tmp_path / "many")
+    one, many = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "many")
+    assert [r[:2] for r in one] == [r[:2] for r in many] and len(one) == 52    # every step, in order
+    np.testing.assert_allclose([r[2] for r in many], [r[2] for r in one], rtol=1e-10)
+
+
+@needs_mpi
+def test_a_diverging_loss_stops_every_rank_at_the_same_step_with_one_line(tmp_path):
+    args = ["--no-progress", "--lr", "1e6", "--checkpoint-every", "2"]
+    result = _mpi_train(3, *args, "--checkpoint-dir", str(tmp_path / "many"), check=False)
+    _one_line_error(result, "at step")                       # no rank waits in a collective: no hang
+    one = _cli(*args, "--checkpoint-dir", str(tmp_path / "one"))
+    _one_line_error(one, "at step")
+    assert result.stderr.split("at step ")[1].split()[0] == one.stderr.split("at step ")[1].split()[0]
 
 
 @needs_mpi

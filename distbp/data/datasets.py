@@ -20,7 +20,9 @@ from .errors import DataError
 from .idx import read_idx
 from .tabular import load_csv
 
-BUILTINS = ("digits", "xor", "regression", "sine")
+# name -> factory(seed) -> (X, y, image_shape or None): y (N,) integer classes, or (N, outputs) floats
+# for regression. distbp.training.registry.DATASETS is this dict (register_dataset adds to it).
+BUILTINS: dict = {}
 _IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
@@ -43,26 +45,46 @@ class Dataset:
         return f"Dataset({self.name!r}, {self.task}, {sizes}, input_shape={self.input_shape})"
 
 
-# ----- raw data: (X, y, task, image_shape, predefined test split or None) -----
-def _digits():
+# ----- built-in raw data -----
+def _builtin(name: str):
+    def add(factory):
+        BUILTINS[name] = factory
+        return factory
+    return add
+
+
+@_builtin("digits")
+def _digits(seed: int):
     path = os.path.join(os.path.dirname(__file__), "digits.npz")
     with numpy.load(path) as f:
         images, target = f["images"], f["target"]
     return images.reshape(len(images), -1).astype(numpy.float64), target.astype(numpy.int64), (1, 8, 8)
 
 
-def _synthetic(name: str, seed: int):
+def _rng(seed: int):
     # A generator separate from distbp's global one: the data must not shift the model's init.
-    rng = numpy.random.default_rng([int(seed), 0xDA7A])
-    if name == "xor":
-        X = rng.uniform(-1, 1, size=(1000, 2))
-        return X, (X[:, 0] * X[:, 1] > 0).astype(numpy.int64)
-    if name == "regression":
-        X = rng.standard_normal((1000, 8))
-        w = numpy.linspace(-2, 2, 8)
-        return X, (X @ w + 0.5 + 0.1 * rng.standard_normal(1000))[:, None]
-    X = rng.uniform(-3, 3, size=(1000, 1))                     # sine
-    return X, numpy.sin(X) + 0.05 * rng.standard_normal((1000, 1))
+    return numpy.random.default_rng([int(seed), 0xDA7A])
+
+
+@_builtin("xor")
+def _xor(seed: int):
+    X = _rng(seed).uniform(-1, 1, size=(1000, 2))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(numpy.int64), None
+
+
+@_builtin("regression")
+def _regression(seed: int):
+    rng = _rng(seed)
+    X = rng.standard_normal((1000, 8))
+    w = numpy.linspace(-2, 2, 8)
+    return X, (X @ w + 0.5 + 0.1 * rng.standard_normal(1000))[:, None], None
+
+
+@_builtin("sine")
+def _sine(seed: int):
+    rng = _rng(seed)
+    X = rng.uniform(-3, 3, size=(1000, 1))
+    return X, numpy.sin(X) + 0.05 * rng.standard_normal((1000, 1)), None
 
 
 def _find_idx(folder: str, key: str) -> str | None:
@@ -146,10 +168,8 @@ def load_dataset(name_or_path: str, seed: int = 0, val_fraction: float = 0.1, te
     image_shape, classes, test_given = None, [], None
     if source in BUILTINS:
         name = source
-        if source == "digits":
-            X, y, image_shape = _digits()
-        else:
-            X, y = _synthetic(source, seed)
+        X, y, image_shape = BUILTINS[source](seed)
+        X, y = numpy.asarray(X, dtype=numpy.float64), numpy.asarray(y)
         task = "regression" if y.ndim == 2 else "classification"
     elif os.path.isdir(source):
         name = os.path.basename(os.path.normpath(source))

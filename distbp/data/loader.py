@@ -3,7 +3,7 @@
 The order of samples depends on (seed, epoch) only, and a global batch is cut from that order
 before any rank is involved; a rank then takes a contiguous slice of each global batch. So the
 sequence of global batches -- and with a sum-then-divide loss the gradient of every step -- is the
-same on 1 rank or on N, and a run can resume on a different number of ranks exactly (PAINS.md #3, #5).
+same on 1 rank or on N, and a run can resume on a different number of ranks exactly.
 """
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ a post-accumulate-grad hook copies each final gradient into its bucket (pre-divi
 size when averaging) and starts the bucket's nonblocking allreduce the moment the bucket is full,
 in bucket order on every rank. Each hook call also `test()`s the outstanding requests: MPICH only
 progresses a nonblocking collective inside MPI calls (PLATFORM.md), so this is what lets the
-reduction run behind the rest of backward. A callback queued by forward waits for every bucket at
-the end of `loss.backward()`. Each `.grad` is then a view of its slice of the reduced bucket (torch's
-gradient_as_bucket_view): the next synchronised backward overwrites it, so copy a gradient you
-want to keep across steps.
+reduction run behind the rest of backward. The first hook of a step queues a callback on the
+backward that runs it (as torch DDP does), which waits for every bucket at the end of that backward;
+a backward that reaches none of the model's parameters leaves the step armed for the next one.
+Each `.grad` is then a view of its slice of the reduced bucket (torch's gradient_as_bucket_view):
+the next synchronised backward overwrites it, so copy a gradient you want to keep across steps.
 
 Sync points (every rank must reach them): the constructor; each forward in training mode when
 `broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`.
@@ -167,7 +168,7 @@ class DistributedDataParallel(Module):
                 self._arm()
         return self.module(*args, **kwargs)
 
-    def _arm(self, queue: bool = True) -> None:
+    def _arm(self) -> None:
         self.iteration += 1
         set_step(self.iteration)
         for b in self._buckets:
@@ -175,15 +176,15 @@ class DistributedDataParallel(Module):
             b.filled = [False] * len(b.params)
         self._next = 0  # buckets start in index order on every rank, whatever order they fill in
         self._armed = True
-        if queue:
-            autograd.queue_callback(self._finish_backward)
+        self._finish_queued = False  # the first gradient hook queues the finish on its backward
 
     def reduce_gradients(self) -> None:
         """Reduce every parameter's current .grad now, outside backward (same buckets and rules)."""
         if self._armed:
             raise RuntimeError("a forward already armed the reduction for the coming backward; "
                                "call reduce_gradients() only between steps")
-        self._arm(queue=False)
+        self._arm()
+        self._finish_queued = True  # finished right here, not by a backward
         for b in self._buckets:
             for p in b.params:
                 if p.grad is not None:
@@ -208,6 +209,9 @@ class DistributedDataParallel(Module):
                     "graph; its gradients would not be reduced across ranks. Call the wrapped model again "
                     "before each backward (to accumulate, run the earlier ones under no_sync())")
             return  # a forward under no_sync(): gradients stay local
+        if not self._finish_queued:  # the step's first gradient: finish at the end of this backward
+            self._finish_queued = True
+            autograd.queue_callback(self._finish_backward)
         bi, i = self._slot[id(p)]
         b = self._buckets[bi]
         if b.filled[i]:

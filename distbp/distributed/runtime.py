@@ -4,8 +4,9 @@
 share of the cores (4 ranks on 2 cores with default BLAS threads ran 9x slower, PLATFORM.md), and
 installs an excepthook so an exception on any rank prints `rank N: <error>` and aborts the whole
 job instead of leaving the other ranks waiting in a collective forever (ChainerMN's global_except_hook,
-chainer/chainermn#236). It also asks glibc to keep freed memory for reuse (`retain_freed_memory`) and
-Linux to end short sleeps on time (`precise_naps`)."""
+chainer/chainermn#236). It also asks Linux to end short sleeps on time (`precise_naps`). Keeping
+freed memory for reuse (`retain_freed_memory`) is not a distributed matter: `import distbp` applies
+it in every process (distbp/_process.py); init() only confirms it."""
 from __future__ import annotations
 
 import ctypes
@@ -14,6 +15,7 @@ import os
 import sys
 import traceback
 
+from .._process import retain_freed_memory
 from .comm import get_comm
 
 _LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
@@ -34,29 +36,6 @@ def set_threads(n: int) -> None:
     global _threadpool_limiter
     from threadpoolctl import threadpool_limits
     _threadpool_limiter = threadpool_limits(limits=max(1, int(n)))
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-def retain_freed_memory() -> bool:
-    """Have glibc keep freed blocks up to 32 MB in the heap instead of returning them to the OS.
-
-    A training step allocates the same arrays every step. With glibc's default, a rank of a 2-rank
-    MLP job paid ~2,600 page faults a step (10 MB of fresh pages, 3-5 ms of a 45 ms step) because
-    blocks were unmapped and mapped again; with both thresholds set, none (docs/distributed.md). The
-    cost: the heap stays at its peak size, as a caching allocator's pool does. Only glibc on Linux;
-    elsewhere, or with DISTBP_RETAIN_FREED_MEMORY=0, it does nothing and returns False."""
-    if os.environ.get("DISTBP_RETAIN_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
-        return False
-    # Both, or neither: setting one turns off glibc's adaptive thresholds and made it worse.
-    # 32 MB is the largest mmap threshold glibc accepts on 64-bit.
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 _PR_SET_TIMERSLACK = 29  # linux/prctl.h

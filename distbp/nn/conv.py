@@ -1,10 +1,9 @@
 """Conv1d and Conv2d with PyTorch's arguments, parameter shapes, names and default init."""
 from __future__ import annotations
 
-from ..ops.conv import check_padding_string, conv1d, conv2d
+from ..ops.conv import check_groups, check_padding_string, conv1d, conv2d
 from . import init
-from .linear import empty_parameter
-from .module import Module
+from .module import Module, empty_parameter
 
 
 def _tuple(v, n: int, name: str) -> tuple:
@@ -24,13 +23,7 @@ class _ConvNd(Module):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"channels must be positive, got in_channels={in_channels}, "
                              f"out_channels={out_channels}")
-        # PyTorch's checks and wording
-        if not isinstance(groups, int) or groups < 1:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        check_groups(groups, in_channels, out_channels)
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode={padding_mode!r} is not supported, only 'zeros'")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ..ops.embedding import embedding
 from . import init
-from .linear import empty_parameter
-from .module import Module
+from .module import Module, empty_parameter
 
 
 class Embedding(Module):

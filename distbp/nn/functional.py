@@ -17,9 +17,10 @@ from ..ops import (
                    softmax,
                    tanh,
 )
-from ..ops.conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
+from ..ops.conv import conv1d, conv2d
 from ..ops.embedding import embedding
 from ..ops.norm import batch_norm
+from ..ops.pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .dropout import dropout
 
 __all__ = [

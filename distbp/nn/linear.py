@@ -1,18 +1,10 @@
 """Linear, Identity and Flatten layers."""
 from __future__ import annotations
 
-import numpy
-
-from .. import backend
 from ..ops import flatten
 from ..ops.linalg import Linear as _LinearFn
 from . import init
-from .module import Module, Parameter
-
-
-def empty_parameter(*shape, dtype=None) -> Parameter:
-    """An uninitialised (zero) parameter in the default dtype; layers fill it with nn.init."""
-    return Parameter(numpy.zeros(shape, dtype=dtype or backend.get_default_dtype()))
+from .module import Module, empty_parameter
 
 
 class Linear(Module):

@@ -1,6 +1,7 @@
-"""Module, Parameter and Sequential with PyTorch's registration rules and state_dict keys."""
+"""Module, Parameter and Sequential with PyTorch's registration rules, state_dict keys and forward hooks."""
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import numpy
@@ -21,16 +22,41 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-_INSTANCE_FORWARD_CLASSES = {}
+def empty_parameter(*shape, dtype=None) -> Parameter:
+    """An uninitialised (zero) parameter in the default dtype; layers fill it with nn.init."""
+    return Parameter(numpy.zeros(shape, dtype=dtype or backend.get_default_dtype()))
 
 
-def _calls_instance_forward(cls):
-    """cls with the generic __call__ (self.forward looked up per call); same name, one per class."""
-    sub = _INSTANCE_FORWARD_CLASSES.get(cls)
-    if sub is None:
-        sub = _INSTANCE_FORWARD_CLASSES[cls] = type(cls.__name__, (cls,), {
-            "__call__": Module.__call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
-    return sub
+# False until a forward hook or pre-hook is registered on any module of this process (or a module
+# that has one is copied or unpickled in); until then calling a module skips looking for hooks.
+_hooks_seen = False
+
+
+def _note_hooks() -> None:
+    global _hooks_seen
+    _hooks_seen = True
+
+
+class RemovableHandle:
+    """What register_forward_hook and register_forward_pre_hook return: `.remove()` takes the hook
+    out (torch.utils.hooks.RemovableHandle; also a context manager that removes it on exit)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict, *extra: dict):
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+        self._tables = (hooks, *extra)
+
+    def remove(self) -> None:
+        for table in self._tables:
+            table.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 class Module:
@@ -42,10 +68,17 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        # hook id -> hook, in call order; the sets name the ids registered with_kwargs / always_call
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks_with_kwargs", {})
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks_with_kwargs", {})
+        object.__setattr__(self, "_forward_hooks_always_called", {})
 
     # NOTE: registered parameters, buffers and submodules are kept in the instance __dict__ too, so
-    # `self.weight` in a forward is a plain attribute lookup. With the tables alone, every access
-    # went through the __getattr__ fallback: ~1 us each, a third of an MLP step's Python overhead.
+    # `self.weight` in a forward is a plain attribute lookup, not a search of the tables in a
+    # __getattr__ fallback. Module defines no __getattr__ at all: a class that has one gets no
+    # fast (specialized) attribute reads, on hits either, and every layer reads several per call.
     # All writes go through __setattr__/register_*/__delattr__, which keep the two in step.
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
@@ -65,13 +98,11 @@ class Module:
         if own is not None:
             own[name] = value  # an existing key keeps its place: replacing a layer keeps the order
         object.__setattr__(self, name, value)
-        if name == "forward" and type(self).__call__ is not Module.__call__:
-            # calling runs the class's forward directly (see __init_subclass__); an instance with its
-            # own forward moves to a subclass whose __call__ looks forward up, as torch's does
-            object.__setattr__(self, "__class__", _calls_instance_forward(type(self)))
 
-    def __getattr__(self, name):  # only called when normal lookup fails
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def __setstate__(self, state):  # copy.deepcopy and pickle: the copy keeps the hooks, as in torch
+        self.__dict__.update(state)
+        if state.get("_forward_pre_hooks") or state.get("_forward_hooks"):
+            _note_hooks()
 
     def __delattr__(self, name):
         for table in (self._parameters, self._buffers, self._modules):
@@ -99,16 +130,94 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+    @property
+    def __call__(self):
+        """`module(x)` runs forward pre-hooks, forward and forward hooks (torch's Module.__call__).
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # A subclass that defines forward gets it as its __call__ as well, so `model(x)` is one
-        # Python frame, not two: an MLP step pays that frame for every layer. A forward assigned to
-        # an instance later still runs (__setattr__); one assigned to the class later does not.
-        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
-            cls.__call__ = cls.__dict__["forward"]
+        A property that hands back what to call: the bound forward when there are no hooks, else
+        `_call_with_hooks`. Every layer of every step comes through here, and this costs one small
+        frame, where a `def __call__(self, *args, **kwargs)` that calls forward would also pack and
+        re-spread the arguments (half again as many instructions per call). The process-wide flag
+        is tested first because it is a cheap global read, where the instance's hook tables are
+        attribute reads that Python cannot specialize at a site that sees every kind of layer.
+        `self.forward` is looked up per call, so a forward assigned to the instance, or to the
+        class later, is what runs."""
+        if _hooks_seen and (self._forward_pre_hooks or self._forward_hooks):
+            return self._call_with_hooks
+        return self.forward
+
+    def _call_with_hooks(self, *args, **kwargs):
+        """torch's Module._call_impl: pre-hooks may replace the arguments, hooks the output."""
+        output, called = None, set()
+        try:
+            for hook_id, hook in tuple(self._forward_pre_hooks.items()):
+                if hook_id in self._forward_pre_hooks_with_kwargs:
+                    result = hook(self, args, kwargs)
+                    if result is not None:
+                        if not (isinstance(result, tuple) and len(result) == 2):
+                            raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                               f"(new_args, new_kwargs), but got {result}.")
+                        args, kwargs = result
+                else:
+                    result = hook(self, args)
+                    if result is not None:
+                        args = result if isinstance(result, tuple) else (result,)
+            output = self.forward(*args, **kwargs)
+            for hook_id, hook in tuple(self._forward_hooks.items()):
+                called.add(hook_id)
+                if hook_id in self._forward_hooks_with_kwargs:
+                    result = hook(self, args, kwargs, output)
+                else:
+                    result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        except Exception:
+            # always_call hooks run even when forward (or an earlier hook) raised; their own errors
+            # are only warned about, so the first error is the one that propagates
+            for hook_id, hook in tuple(self._forward_hooks.items()):
+                if hook_id in self._forward_hooks_always_called and hook_id not in called:
+                    try:
+                        if hook_id in self._forward_hooks_with_kwargs:
+                            result = hook(self, args, kwargs, output)
+                        else:
+                            result = hook(self, args, output)
+                        if result is not None:
+                            output = result
+                    except Exception as e:  # noqa: BLE001 - the forward's error is re-raised below
+                        warnings.warn("forward hook with ``always_call=True`` raised an exception that was "
+                                      f"silenced as another error was raised in forward: {e}", stacklevel=2)
+            raise
+        return output
+
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False):
+        """hook(module, args) -> None or new args (a non-tuple is wrapped in one), run before forward;
+        with_kwargs: hook(module, args, kwargs) -> None or (new_args, new_kwargs). prepend: run
+        before the hooks already registered. Returns a handle whose remove() unregisters it."""
+        _note_hooks()
+        handle = RemovableHandle(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs)
+        self._forward_pre_hooks[handle.id] = hook
+        if with_kwargs:
+            self._forward_pre_hooks_with_kwargs[handle.id] = True
+        if prepend:
+            self._forward_pre_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False):
+        """hook(module, args, output) -> None or a new output, run after forward (args as the
+        pre-hooks left them); with_kwargs: hook(module, args, kwargs, output). always_call: run even
+        when forward raises (output None). Returns a handle whose remove() unregisters it."""
+        _note_hooks()
+        handle = RemovableHandle(self._forward_hooks, self._forward_hooks_with_kwargs,
+                                 self._forward_hooks_always_called)
+        self._forward_hooks[handle.id] = hook
+        if with_kwargs:
+            self._forward_hooks_with_kwargs[handle.id] = True
+        if always_call:
+            self._forward_hooks_always_called[handle.id] = True
+        if prepend:
+            self._forward_hooks.move_to_end(handle.id, last=False)
+        return handle
 
     # ----- traversal -----
     def named_modules(self, prefix: str = ""):

@@ -6,8 +6,7 @@ import numpy
 from .. import backend
 from ..ops.norm import batch_norm
 from . import init
-from .linear import empty_parameter
-from .module import Module
+from .module import Module, empty_parameter
 
 
 class _BatchNorm(Module):

@@ -1,7 +1,7 @@
 """Max and average pooling layers with PyTorch's arguments (stride defaults to the kernel size)."""
 from __future__ import annotations
 
-from ..ops.conv import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
+from ..ops.pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
 

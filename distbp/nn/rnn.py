@@ -10,8 +10,7 @@ from ..ops import cat, getitem, permute, squeeze, stack, unsqueeze
 from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
 from . import init
 from .dropout import dropout
-from .linear import empty_parameter
-from .module import Module
+from .module import Module, empty_parameter
 
 
 def _flip(x):
@@ -92,8 +91,9 @@ class _RNNBase(Module):
         of state (h, or h and c); returns the output and each kind's stacked final states."""
         out, finals = x, []
         for k in range(self.num_layers):
-            if k:  # dropout on each layer's output except the last, as torch's `dropout` argument
-                out = dropout(out, self.dropout, True) if self.dropout and self.training else out
+            if k:  # dropout on each layer's output except the last, as torch's `dropout` argument;
+                # out is (T, B, H) here, so samples are axis 1 (each one's mask keyed by its index)
+                out = dropout(out, self.dropout, True, batch_axis=1) if self.dropout and self.training else out
             outs = []
             for d, sfx in enumerate(self._suffixes()):
                 i = k * self.num_directions + d
@@ -149,8 +149,8 @@ class RNN(_RNNBase):
         self.nonlinearity = nonlinearity
 
     def _layer(self, x, states, params):
-        out = rnn_layer(x, *states, *params, nonlinearity=self.nonlinearity)
-        return out, [getitem(out, -1)]
+        out, h_n = rnn_layer(x, *states, *params, nonlinearity=self.nonlinearity)
+        return out, [h_n]
 
 
 class GRU(_RNNBase):
@@ -159,8 +159,8 @@ class GRU(_RNNBase):
     _gates = 3
 
     def _layer(self, x, states, params):
-        out = gru_layer(x, *states, *params)
-        return out, [getitem(out, -1)]
+        out, h_n = gru_layer(x, *states, *params)
+        return out, [h_n]
 
 
 class LSTM(_RNNBase):
@@ -169,8 +169,8 @@ class LSTM(_RNNBase):
     _gates = 4
 
     def _layer(self, x, states, params):
-        y = lstm_layer(x, *states, *params)  # y: (T, 2, B, H), h_t at [t, 0], c_t at [t, 1]
-        return getitem(y, (slice(None), 0)), [getitem(y, (-1, 0)), getitem(y, (-1, 1))]
+        out, h_n, c_n = lstm_layer(x, *states, *params)
+        return out, [h_n, c_n]
 
     def forward(self, x, hx=None):
         out, (h_n, c_n) = self._forward(x, [None, None] if hx is None else list(hx), ["h_0", "c_0"])

@@ -2,8 +2,10 @@
 
 Each op file imports autograd, backend and, where one op is built from others, sibling op files:
 nothing above ops. An op's backward must never write into `gy`
-(another branch of the graph may hold the same array)."""
-from .conv import avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d
+(another branch of the graph may hold the same array). Tensor's operators and op methods are
+attached here, by tensor_methods (one table)."""
+from . import tensor_methods  # noqa: F401  (attaches Tensor's operators and op methods)
+from .conv import conv1d, conv2d
 from .elementwise import (
                           abs,
                           add,
@@ -36,6 +38,7 @@ from .loss import (
                           nll_loss,
 )
 from .norm import batch_norm
+from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .reduce import amax, log_softmax, max, mean, softmax, std, sum, var
 from .shape import (
                           cat,

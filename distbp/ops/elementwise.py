@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy
 
-from ..autograd import Function, Tensor, _as_array, unbroadcast
+from ..autograd import Function, Tensor, unbroadcast
+from ..autograd.tensor import _as_array
 from ..backend import device_of, get_array_module, to_device
 
 
@@ -283,6 +284,17 @@ def where(cond, a, b):
     cond = cond.data if isinstance(cond, Tensor) else cond
     like = a if isinstance(a, Tensor) else b
     return Where.apply(cond, _tensorish(a, like), _tensorish(b, like))
+
+
+def to(x, device=None, dtype=None):
+    """Tensor.to: x moved to `device` and/or cast to `dtype`, in the graph (the gradient goes back
+    as x's kind); x itself when nothing changes."""
+    data = x.data if device is None else to_device(x.data, device)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if data is x.data:
+        return x
+    return Cast.apply(x, data=data)
 
 
 def relu(x):

@@ -7,6 +7,9 @@ product and the gate arithmetic, into preallocated arrays. Backward through time
 loop that stores each step's pre-activation gradients, then the weight gradients are again one
 matmul each over all steps. A bidirectional layer's reverse direction is the same Function run
 on the time-reversed sequence (nn.rnn flips its input and output), so these run forward in time only.
+
+Each is a multi-output Function: the output sequence (T, B, H) and the final state(s) h_n (and c_n),
+each (B, H). backward receives one gradient per output (zeros for an output nothing used).
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from ..backend import get_array_module
 
 
 class RNNLayer(Function):
-    """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu. Output (T, B, H)."""
+    """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu. Outputs: the sequence
+    (T, B, H) and h_n (B, H)."""
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
         xp = get_array_module(x)
@@ -37,14 +41,14 @@ class RNNLayer(Function):
             h = a
         self.x, self.h0, self.out, self.w_ih, self.w_hh = x, h0, out, w_ih, w_hh
         self.tanh = nonlinearity == "tanh"
-        return out
+        return out, out[-1].copy()
 
-    def backward(self, gy):
+    def backward(self, gy, gh_n):
         xp = get_array_module(gy)
         out, w_hh, x = self.out, self.w_hh, self.x
         nt, bsz, n_in = x.shape
         da = xp.empty_like(out)  # gradient of each step's pre-activation
-        dh = xp.zeros_like(out[0])
+        dh = gh_n.copy()  # the gradient reaching h_t from later steps and h_n (never gh_n itself: not ours)
         for t in range(nt - 1, -1, -1):
             dh += gy[t]
             d = da[t]
@@ -57,7 +61,7 @@ class RNNLayer(Function):
             dh = d @ w_hh
         need = self.needs_input_grad
         flat = da.reshape(nt * bsz, -1)
-        gx = gw_ih = gw_hh = gb = None
+        gx = gw_ih = gw_hh = None
         if need[0]:
             gx = (flat @ self.w_ih).reshape(x.shape)
         if need[2]:
@@ -67,10 +71,15 @@ class RNNLayer(Function):
             gw_hh = flat.T @ hprev.reshape(nt * bsz, -1)
         gh0 = dh if need[1] else None
         if self.has_bias:
-            if need[4] or need[5]:
-                gb = flat.sum(axis=0)
-            return gx, gh0, gw_ih, gw_hh, gb, gb
+            return gx, gh0, gw_ih, gw_hh, *_both_biases(flat.sum(axis=0) if need[4] or need[5] else None, need[4:])
         return gx, gh0, gw_ih, gw_hh
+
+
+def _both_biases(gb, needs):
+    """The gradients of b_ih and b_hh, which are equal (both add to the same pre-activation): one
+    array each, since a Function returns a distinct array per input (no two leaves share one)."""
+    need_ih, need_hh = needs
+    return (gb if need_ih else None), ((gb.copy() if need_ih else gb) if need_hh else None)
 
 
 def _sigmoid_of_negated_(xp, neg_a, b) -> None:
@@ -84,7 +93,8 @@ def _sigmoid_of_negated_(xp, neg_a, b) -> None:
 
 class GRULayer(Function):
     """PyTorch's GRU: r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h. Output (T, B, H).
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h. Outputs: the sequence
+    (T, B, H) and h_n (B, H).
 
     NOTE: gates are kept gate-major, (3, T, B, H), so every per-step elementwise op runs on
     contiguous (B, H) blocks (strided slices of a (B, 3H) row were ~3x slower per op), and r and z
@@ -127,15 +137,15 @@ class GRULayer(Function):
                 h = ht
         self.x, self.h0, self.out, self.gates, self.hn_all = x, h0, out, gates, hn_all
         self.w_ih3, self.w_hh3 = w_ih3, w_hh.reshape(3, hid, hid)
-        return out
+        return out, out[-1].copy()
 
-    def backward(self, gy):
+    def backward(self, gy, gh_n):
         xp = get_array_module(gy)
         out, gates, hn_all, w_hh3 = self.out, self.gates, self.hn_all, self.w_hh3
         nt, bsz, hid = out.shape
         dgh = xp.empty_like(gates)    # gradient of (h W_hh^T + b_hh), gate-major, per step
         dn_all = xp.empty_like(out)   # gradient of n's pre-activation (= of W_in x + b_in)
-        dh = xp.zeros_like(out[0])
+        dh = gh_n.copy()
         tmp = xp.empty_like(dh)
         rec = xp.empty((3, bsz, hid), dtype=gy.dtype)
         for t in range(nt - 1, -1, -1):
@@ -184,11 +194,8 @@ class GRULayer(Function):
 
 
 class LSTMLayer(Function):
-    """PyTorch's LSTM, gates i, f, g, o: c' = f * c + i * g, h' = o * tanh(c').
-
-    The one output is (T, 2, B, H): h_t at [t, 0] and c_t at [t, 1], so that c_n can be sliced off
-    it with an ordinary getitem (a Function has a single output). As in GRULayer the gates are kept
-    gate-major, here reordered to i, f, o, g so the three sigmoid gates are one block, stored negated
+    """PyTorch's LSTM, gates i, f, g, o: c' = f * c + i * g, h' = o * tanh(c'). Outputs: the sequence
+    (T, B, H), h_n and c_n (B, H). As in GRULayer the gates are kept gate-major, here reordered to i, f, o, g so the three sigmoid gates are one block, stored negated
     before the sigmoid (s = 1 / (1 + exp(-a)) in three in-place ops)."""
 
     ORDER = (0, 1, 3, 2)  # storage order i, f, o, g  <-  PyTorch's i, f, g, o
@@ -205,7 +212,8 @@ class LSTMLayer(Function):
         if b_ih is not None:
             gates += (b_ih + b_hh).reshape(4, 1, 1, hid)[order]
         xp.negative(gates[:3], out=gates[:3])
-        y = xp.empty((nt, 2, bsz, hid), dtype=x.dtype)
+        out = xp.empty((nt, bsz, hid), dtype=x.dtype)
+        c_all = xp.empty_like(out)
         tc_all = xp.empty((nt, bsz, hid), dtype=x.dtype)
         gh = xp.empty((4, bsz, hid), dtype=x.dtype)
         tmp = xp.empty((bsz, hid), dtype=x.dtype)
@@ -218,33 +226,32 @@ class LSTMLayer(Function):
                 i, f, o, g = gates[0, t], gates[1, t], gates[2, t], gates[3, t]
                 g += gh[3]
                 xp.tanh(g, out=g)
-                ct, ht, tc = y[t, 1], y[t, 0], tc_all[t]
+                ct, ht, tc = c_all[t], out[t], tc_all[t]
                 xp.multiply(f, c, out=ct)
                 xp.multiply(i, g, out=tmp)
                 ct += tmp
                 xp.tanh(ct, out=tc)
                 xp.multiply(o, tc, out=ht)
                 h, c = ht, ct
-        self.x, self.h0, self.c0, self.y, self.gates, self.tc = x, h0, c0, y, gates, tc_all
+        self.x, self.h0, self.c0, self.out, self.c_all, self.gates, self.tc = x, h0, c0, out, c_all, gates, tc_all
         self.w_ih4, self.w_hh4 = w_ih4, w_hh4
-        return y
+        return out, out[-1].copy(), c_all[-1].copy()
 
-    def backward(self, gy):
+    def backward(self, gy, gh_n, gc_n):
         xp = get_array_module(gy)
-        y, gates, tc_all, w_hh4 = self.y, self.gates, self.tc, self.w_hh4
-        nt, _, bsz, hid = y.shape
+        out, c_all, gates, tc_all, w_hh4 = self.out, self.c_all, self.gates, self.tc, self.w_hh4
+        nt, bsz, hid = out.shape
         dgates = xp.empty_like(gates)
-        dh = xp.zeros((bsz, hid), dtype=gy.dtype)
-        dc = xp.zeros_like(dh)
+        dh = gh_n.copy()  # copies: the grad_outputs are not ours to write into
+        dc = gc_n.copy()
         tmp = xp.empty_like(dh)
         rec = xp.empty((4, bsz, hid), dtype=gy.dtype)
         for t in range(nt - 1, -1, -1):
-            dh += gy[t, 0]
-            dc += gy[t, 1]
+            dh += gy[t]
             i, f, o, g = gates[0, t], gates[1, t], gates[2, t], gates[3, t]
             di, df, do, dg = dgates[0, t], dgates[1, t], dgates[2, t], dgates[3, t]
             tc = tc_all[t]
-            cprev = y[t - 1, 1] if t else self.c0
+            cprev = c_all[t - 1] if t else self.c0
             xp.subtract(1, o, out=tmp)
             xp.multiply(dh, tc, out=do)
             do *= o
@@ -281,27 +288,29 @@ class LSTMLayer(Function):
             gw_ih = xp.matmul(flat.transpose(0, 2, 1), x.reshape(1, nt * bsz, n_in))
             gw_ih = gw_ih[back].reshape(4 * hid, n_in)
         if need[4]:
-            hprev = xp.concatenate([self.h0[None], y[:-1, 0]]) if nt > 1 else self.h0[None]
+            hprev = xp.concatenate([self.h0[None], out[:-1]]) if nt > 1 else self.h0[None]
             gw_hh = xp.matmul(flat.transpose(0, 2, 1), hprev.reshape(1, nt * bsz, hid))
             gw_hh = gw_hh[back].reshape(4 * hid, hid)
         grads_state = (dh if need[1] else None, dc if need[2] else None)
         if self.has_bias:
-            if need[5] or need[6]:
-                gb = flat.sum(axis=1)[back].reshape(-1)
-            return (gx, *grads_state, gw_ih, gw_hh, gb, gb)
+            gb = flat.sum(axis=1)[back].reshape(-1) if need[5] or need[6] else None
+            return (gx, *grads_state, gw_ih, gw_hh, *_both_biases(gb, need[5:]))
         return (gx, *grads_state, gw_ih, gw_hh)
 
 
 def rnn_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """One direction of one RNN layer on sequence-first x: (output (T, B, H), h_n (B, H))."""
     args = (x, h0, w_ih, w_hh) if b_ih is None else (x, h0, w_ih, w_hh, b_ih, b_hh)
     return RNNLayer.apply(*args, nonlinearity=nonlinearity)
 
 
 def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One direction of one GRU layer on sequence-first x: (output (T, B, H), h_n (B, H))."""
     args = (x, h0, w_ih, w_hh) if b_ih is None else (x, h0, w_ih, w_hh, b_ih, b_hh)
     return GRULayer.apply(*args)
 
 
 def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One direction of one LSTM layer on sequence-first x: (output (T, B, H), h_n, c_n (B, H))."""
     args = (x, h0, c0, w_ih, w_hh) if b_ih is None else (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     return LSTMLayer.apply(*args)

@@ -1,7 +1,9 @@
 """N ranks with DistributedDataParallel == one process on the same global batches (float64, 1e-10).
 
 Every rank also trains the single-process reference on the whole global batch, so each rank
-compares its DDP model with an independent computation of the same steps."""
+compares its DDP model with an independent computation of the same steps. Every forward runs in
+`distbp.random.batch(step, first_sample)`, as a trainer's does, so dropout gives global sample i
+the same mask on whichever rank holds it."""
 import copy
 
 import numpy as np
@@ -9,10 +11,10 @@ import pytest
 from distributed_helpers import max_diff, shard
 
 import distbp as db
-from distbp import nn
+from distbp import nn, random
 from distbp.distributed import DistributedDataParallel
 from distbp.distributed.sync_batchnorm import SyncBatchNorm
-from distbp.equivalence import _GRUNet
+from distbp.equivalence import small_gru as _GRUNet
 from distbp.optim import SGD
 
 TOL = 1e-10
@@ -49,14 +51,19 @@ def _run(make_model, comm, x, y, batch, steps, accumulate=1, loss_fn=_mean_loss,
         opt_ref.zero_grad()
         opt.zero_grad()
         for k, mb in enumerate(micro):
-            (loss_fn(ref(db.tensor(x[mb])), y[mb]) / accumulate).backward()
-            part = mb[shard(len(mb), comm.rank, comm.size)]
+            first = sum(len(m) for m in micro[:k])  # mb's first sample within the step's global batch
+            with random.batch(step, first):
+                out = ref(db.tensor(x[mb]))
+            (loss_fn(out, y[mb]) / accumulate).backward()
+            rows = shard(len(mb), comm.rank, comm.size)
+            part = mb[rows]
             weight = comm.size / len(mb) / accumulate
-            if k < accumulate - 1:
-                with ddp.no_sync():
+            with random.batch(step, first + rows.start):
+                if k < accumulate - 1:
+                    with ddp.no_sync():
+                        (_sum_loss(ddp(db.tensor(x[part])), y[part]) * weight).backward()
+                else:
                     (_sum_loss(ddp(db.tensor(x[part])), y[part]) * weight).backward()
-            else:
-                (_sum_loss(ddp(db.tensor(x[part])), y[part]) * weight).backward()
         opt_ref.step()
         opt.step()
     return ref, ddp
@@ -95,6 +102,43 @@ def test_mlp_with_uneven_batches_and_a_tail_smaller_than_the_world(comm):
     # so on 4 ranks two ranks have no sample in that step and still take part.
     x, y = _data(23, (6,), 3)
     ref, ddp = _run(_mlp, comm, x, y, batch=7, steps=4 * 5)
+    assert max_diff(ddp, ref) <= TOL
+
+
+def _mlp_with_dropout():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 16), nn.Tanh(),
+                         nn.Dropout(0.5), nn.Linear(16, 3))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("batch,accumulate", [(8, 1), (7, 2)], ids=["even", "uneven-accumulated"])
+def test_mlp_with_dropout_on_n_ranks_equals_one_process(comm, batch, accumulate):
+    # each sample's mask is keyed by its index in the global batch, not by which rank holds it
+    x, y = _data(23, (6,), 3)
+    ref, ddp = _run(_mlp_with_dropout, comm, x, y, batch=batch, steps=8, accumulate=accumulate)
+    assert max_diff(ddp, ref) <= TOL
+    some = db.tensor(x[:8])
+    assert not np.allclose(ref(some).numpy(), ref.eval()(some).numpy())  # the dropout does act
+
+
+class _SequenceFirstLSTM(nn.Module):
+    """A 2-layer LSTM with dropout between the layers, fed sequence-first: the samples of its
+    dropout's (T, N, H) input are on axis 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 8, num_layers=2, dropout=0.4)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # x: (N, T, F)
+        _, (h, _) = self.lstm(db.ops.permute(x, 1, 0, 2))
+        return self.head(h[-1])
+
+
+@pytest.mark.mpi
+def test_lstm_with_inter_layer_dropout_on_n_ranks_equals_one_process(comm):
+    x, y = _data(8 * 3, (4, 3), 3)
+    ref, ddp = _run(_SequenceFirstLSTM, comm, x, y, batch=8, steps=6)
     assert max_diff(ddp, ref) <= TOL
 
 

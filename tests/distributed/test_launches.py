@@ -69,3 +69,20 @@ def test_hostfile_launch_stops_before_training_when_the_preflight_fails(tmp_path
     assert proc.returncode == 1
     assert "cannot reach host" in proc.stderr and "distbp.doctor found a problem" in proc.stderr
     assert not (tmp_path / "ck").exists()
+
+
+def test_equivalence_command_with_dropout_matches_one_process_on_three_ranks():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env.pop("PMI_RANK", None)
+    proc = subprocess.run(["timeout", "120", str(MPIEXEC), "-n", "3", sys.executable, "-m", "distbp.equivalence",
+                           "--model", "mlp", "--dropout", "0.3", "--accumulate", "2", "--steps", "8"],
+                          check=False, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("mlp (dropout 0.3): 3 ranks vs 1 process after 8 steps") and "(OK," in proc.stdout
+
+
+def test_equivalence_command_refuses_dropout_for_a_model_without_it(capsys):
+    from distbp import equivalence
+    with pytest.raises(SystemExit) as e:
+        equivalence.main(["--model", "cnn", "--dropout", "0.3"])
+    assert e.value.code == 2 and "model 'cnn' has no dropout" in capsys.readouterr().err

@@ -1,13 +1,12 @@
 """The one seam every MPI call goes through: sequence numbers, fingerprints, and a deadline.
 
 Each collective on a communicator gets a sequence number and a fingerprint (op, dtype, shape) and
-records its call site. Waiting is a `Test()` loop (MPICH makes no progress in the background,
-PLATFORM.md), so a wait can watch the clock: past `timeout` seconds the waiting rank asks every
+records its call site. Waiting is a `Test()` loop (MPICH makes no progress in the background), so a wait can watch the clock: past `timeout` seconds the waiting rank asks every
 other rank, on a private duplicate communicator, where it is; ranks that are waiting answer from
 their own loop, ranks that never arrived (stuck in compute, or dead) do not. It prints which
-collective, which step, which ranks are missing and where the others are, then aborts the job
-(PAINS.md #2, #7). With `debug=True` (or DISTBP_DEBUG_COLLECTIVES=1) every collective first
-allgathers its fingerprint and all ranks raise `CollectiveMismatchError` naming the ranks that
+collective, which step, which ranks are missing and where the others are, then aborts the job,
+instead of the silent hang a desynchronised or dead rank otherwise causes. With `debug=True` (or
+DISTBP_DEBUG_COLLECTIVES=1) every collective first allgathers its fingerprint and all ranks raise `CollectiveMismatchError` naming the ranks that
 disagree, before the mismatched call can hang or mix up buffers.
 """
 from __future__ import annotations

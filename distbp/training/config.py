@@ -1,6 +1,6 @@
 """TrainConfig: the settings of `python -m distbp.train`, from a TOML file and flags (flags win).
 
-Standard library only. Every key is checked: an unknown key, a wrong type or a bad value raises
+Names (models, optimizers, activations, datasets) come from the registry. Every key is checked: an unknown key, a wrong type or a bad value raises
 ConfigError with one line that names the key, the value and what is allowed."""
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - pyproject pulls tomli in on 3.10
     import tomli as tomllib
 
-MODELS = ("mlp", "linear", "cnn", "gru", "lstm")              # must equal distbp.models.MODELS
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+from . import registry
+from .checkpoint import CheckpointError
+
+# Settings whose allowed names come from the registry: read when checked or shown, so a model
+# registered after this module was imported is accepted and listed too.
+_REGISTERED = {"model": registry.MODELS, "optimizer": registry.OPTIMIZERS, "activation": registry.ACTIVATIONS}
 
 
 class ConfigError(ValueError):
@@ -31,11 +34,11 @@ def _opt(default, help: str):
 
 @dataclass
 class TrainConfig:
-    model: str = _opt("mlp", f"model from the zoo: {', '.join(MODELS)}")
-    dataset: str = _opt("digits", "built-in dataset (digits, xor, regression, sine), a folder of MNIST/"
-                                  "Fashion-MNIST IDX files, or a CSV file")
+    model: str = _opt("mlp", "model from the zoo: {model}")
+    dataset: str = _opt("digits", "built-in dataset ({dataset}), a folder of MNIST/Fashion-MNIST IDX files, "
+                                  "or a CSV file")
     hidden: list = field(default_factory=lambda: [128], metadata={"help": "hidden layer sizes, comma separated (mlp: all; cnn/gru/lstm: the first)"})
-    activation: str = _opt("relu", f"hidden activation: {', '.join(ACTIVATIONS)}")
+    activation: str = _opt("relu", "hidden activation: {activation}")
     dropout: float = _opt(0.0, "dropout probability after each hidden layer (mlp)")
     label_column: str = _opt("", "CSV label column, by header name or 0-based index (default: a column named "
                                  "label/target/y/class, else the last)")
@@ -43,7 +46,7 @@ class TrainConfig:
     steps: int = _opt(0, "stop after this many optimizer steps in total (0: no cap)")
     batch_size: int = _opt(64, "GLOBAL batch size, split across ranks")
     lr: float = _opt(0.05, "learning rate")
-    optimizer: str = _opt("sgd", f"optimizer: {', '.join(OPTIMIZERS)}")
+    optimizer: str = _opt("sgd", "optimizer: {optimizer}")
     momentum: float = _opt(0.9, "momentum (sgd, rmsprop)")
     weight_decay: float = _opt(0.0, "L2 weight decay")
     seed: int = _opt(0, "seed of every random choice: split, init, shuffling")
@@ -93,7 +96,7 @@ def _check_values(cfg: TrainConfig) -> None:
     def bad(key, rule):
         raise ConfigError(f"invalid {key} {getattr(cfg, key)!r}: {rule}")
 
-    choices = {"model": MODELS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS,
+    choices = {**{k: tuple(table) for k, table in _REGISTERED.items()},
                "dtype": ("float32", "float64"), "device": ("cpu", "cuda")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
@@ -125,6 +128,12 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("dataset", "give a built-in name or a path")
 
 
+def help_of(name: str) -> str:
+    """The help line of a setting, with today's registered names filled in."""
+    names = {k: ", ".join(table) for k, table in {**_REGISTERED, "dataset": registry.DATASETS}.items()}
+    return FIELDS[name].metadata["help"].format(**names)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block: every bad input is one line on stderr
         raise ConfigError(message)
@@ -145,7 +154,7 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        help_text = f"{f.metadata['help']} (default: {default!r})"
+        help_text = f"{help_of(name)} (default: {default!r})"
         if name == "progress":
             p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
         elif name == "resume":
@@ -196,4 +205,24 @@ def config_from_dict(data: dict) -> TrainConfig:
         raise ConfigError(f"unknown config keys {unknown}")
     cfg = TrainConfig(**{k: _check_type(k, v, "checkpoint config") for k, v in data.items()})
     _check_values(cfg)
+    return cfg
+
+
+def resume_config(cfg: TrainConfig, explicit: set, ckpt) -> TrainConfig:
+    """The run's settings with the checkpoint's values for the keys that decide the result.
+
+    A key the user set explicitly to another value is an error: silently continuing with other
+    hyperparameters would not be the run that was saved."""
+    try:
+        saved = config_from_dict(ckpt.meta["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint {ckpt.path} has no usable config ({e})") from None
+    for key in RESUME_KEYS:
+        mine, theirs = getattr(cfg, key), getattr(saved, key)
+        if mine != theirs:
+            if key in explicit:
+                raise CheckpointError(f"checkpoint {ckpt.path} was written with {key}={theirs!r} but this run "
+                                      f"asks for {key}={mine!r}; resume with the same {key}, or start a new run "
+                                      f"in another --checkpoint-dir")
+            setattr(cfg, key, theirs)
     return cfg

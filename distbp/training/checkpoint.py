@@ -7,8 +7,8 @@ non-array state) and `crc32` over every tensor, so a flipped byte is caught, not
 `safetensors.numpy.load_file` reads the file with no distbp installed.
 
 `save` is a collective: every rank calls it, rank 0 writes `<path>.tmp`, fsyncs, renames it over
-`<path>`, and all ranks meet at a barrier (PAINS.md #6). `load` reads on the host; the caller
-broadcasts what it read."""
+`<path>`, and all ranks meet at a barrier, so a crash leaves the old file or the new one, never a torn
+one. `load` reads on the host; `load_shared` reads on rank 0 and broadcasts what it read."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from . import backend
+from .. import backend
 
 FORMAT = "distbp-checkpoint/1"
 _NAME = re.compile(r"^ckpt-(\d+)\.safetensors$")
@@ -157,6 +157,25 @@ def load(path: str) -> Checkpoint:
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
               for g in opt["param_groups"]]
     return Checkpoint(path=path, model=model, optimizer={"state": state, "param_groups": groups}, meta=meta)
+
+
+def load_shared(path: str, directory: str, comm) -> Checkpoint:
+    """Collective: rank 0 reads `path` (`"latest"`: the newest in `directory`) and broadcasts the
+    checkpoint, or its error, so every rank raises the same CheckpointError and none waits."""
+    payload = None
+    if comm.is_root:
+        found = latest(directory) if path == "latest" else path
+        try:
+            if found is None:
+                raise CheckpointError(f"--resume: no checkpoint (ckpt-*.safetensors) in {directory}; "
+                                      f"give --checkpoint-dir or --resume PATH")
+            payload = ("ok", load(found))
+        except CheckpointError as e:
+            payload = ("error", str(e))
+    status, value = comm.bcast_obj(payload)
+    if status == "error":
+        raise CheckpointError(value)
+    return value
 
 
 def restore(ckpt: Checkpoint, model, optimizer=None) -> None:

@@ -1,0 +1,91 @@
+"""What a training run shows and writes: lines on stdout, the progress bar and metrics.jsonl (rank 0).
+
+Training records are held back until a log point (`flush`), where one allreduce turns the per-step
+loss sums of every rank into each step's global mean loss; so a step's `loss` in metrics.jsonl is
+exactly what one process would log for that step, without a blocking collective per step."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+class RunLog:
+    """Every rank creates it and calls `flush` (a collective); only rank 0 prints and writes.
+
+    An unwritable `log_dir` raises `error(message)` on every rank, so none waits in a collective."""
+
+    def __init__(self, comm, log_dir: str, progress: bool, total: int, start: int, error=OSError):
+        self.root = comm.is_root
+        self.file = None
+        failure = None
+        if self.root and log_dir:
+            try:
+                os.makedirs(log_dir, exist_ok=True)
+                # kept open for the whole run, closed in close()
+                self.file = open(os.path.join(log_dir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                failure = f"cannot write the metrics log in --log-dir {log_dir}: {e.strerror or e}"
+        failure = comm.bcast_obj(failure)
+        if failure:
+            raise error(failure)
+        self.bar = None
+        if self.root and progress and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
+        self._pending = []           # (record without its loss, StepResult) since the last flush
+        self._epoch_loss = self._epoch_samples = 0.0
+
+    def train_step(self, trainer, result, samples_per_s: float) -> None:
+        """Note a finished step; the bar shows this rank's own loss at once (on one process: the loss)."""
+        epoch = trainer.epoch + (trainer.position > 0)   # 1-based epoch of that step (the trainer may have rolled over)
+        self._pending.append((trainer.global_step, epoch, samples_per_s, result))
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{result.local_loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+
+    def flush(self, trainer) -> None:
+        """Collective: reduce the held-back steps' losses (one allreduce) and write their records."""
+        losses = trainer.mean_losses([result for *_, result in self._pending])
+        for (step, epoch, rate, result), loss in zip(self._pending, losses):
+            self.record(split="train", step=step, epoch=epoch, loss=loss, samples_per_s=rate)
+            self._epoch_loss += loss * result.global_batch
+            self._epoch_samples += result.global_batch
+        self._pending = []
+
+    def take_epoch_loss(self) -> float:
+        """Mean training loss over the samples flushed since the last call (one epoch's)."""
+        mean = self._epoch_loss / max(self._epoch_samples, 1)
+        self._epoch_loss = self._epoch_samples = 0.0
+        return mean
+
+    def record(self, **fields) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(fields) + "\n")
+            self.file.flush()
+
+    def print(self, text: str) -> None:
+        if not self.root:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def describe(metrics: dict, task: str) -> str:
+    """Validation/test metrics in a few words."""
+    if task == "classification":
+        return f"loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f}"
+    return f"mse {metrics['mse']:.4g} mae {metrics['mae']:.4g} r2 {metrics['r2']:.4f}"
+
+
+def public(metrics: dict) -> dict:
+    """Metrics without the confusion matrix (per-epoch records stay one short line)."""
+    return {k: v for k, v in metrics.items() if k != "confusion_matrix"}
