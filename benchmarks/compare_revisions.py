@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules below
 import paired
+import sides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
@@ -55,26 +56,7 @@ def build_model(name: str):
 
 def build_step(case, x, y, lr, state):
     """The tree's step (paired.serve_steps' `build`)."""
-    import numpy as np
-
-    import distbp as db
-    import distbp.nn.functional as F
-    db.manual_seed(case["seed"])
-    model = build_model(case["model"])
-    if state is not None:
-        model.load_state_dict(state)
-    opt = db.optim.SGD(model.parameters(), lr=lr)
-    xt = db.tensor(x)
-
-    def step():
-        loss = F.cross_entropy(model(xt), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def params():
-        return {k: np.array(v) for k, v in model.state_dict().items()}
-    return step, params
+    return sides.distbp_step(lambda case: build_model(case["model"]), case, x, y, lr, state)
 
 
 def worker(tree: str) -> None:

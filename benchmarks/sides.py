@@ -24,10 +24,18 @@ def registry_model(case):
 
 def build_distbp(case, x, y, lr, state):
     """distbp: the registry's model (seeded when `state` is None), F.cross_entropy, optim.SGD."""
+    return distbp_step(registry_model, case, x, y, lr, state)
+
+
+def distbp_step(make_model, case, x, y, lr, state):
+    """A distbp training step on `make_model(case)` (built after seeding with the case's seed, then
+    loaded with `state` unless None) and a reader of its weights: (step, params), paired.serve_steps'
+    `build`. Only the public API that every revision has (tensor, optim.SGD, F.cross_entropy,
+    backward), so that compare_revisions.py can run it on an older source tree too."""
     import distbp as db
     import distbp.nn.functional as F
     db.manual_seed(case.get("seed", 0))
-    model = registry_model(case)
+    model = make_model(case)
     if state is not None:
         model.load_state_dict(state)
     opt = db.optim.SGD(model.parameters(), lr=lr)

@@ -28,7 +28,7 @@ def cupy_module():
         _cupy_checked = True
         try:
             import cupy
-            # NOTE: `import cupy` succeeds without a GPU; only an allocation tells (PLATFORM.md).
+            # NOTE: `import cupy` succeeds without a GPU; only an allocation tells.
             if cupy.cuda.is_available():
                 cupy.zeros(1)
                 _cupy = cupy

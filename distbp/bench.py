@@ -60,7 +60,7 @@ def compare_reductions(ddp, comm, dtype, reps: int = 30) -> dict:
         comm.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
     def bucket():
-        for r in [ddp._grad_comm.iallreduce(b.buffer) for b in ddp._buckets]:
+        for r in [ddp.reducer.comm.iallreduce(b.buffer) for b in ddp.reducer.buckets]:
             r.wait()
 
     times = {"bare": [], "bucket": [], "whole": []}
@@ -196,7 +196,7 @@ def run(args) -> dict:
     waits = comm.allgather(numpy.array(waits))  # (ranks, steps)
     out = {
         "model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
-        "dtype": args.dtype, "device": args.device, "threads": args.threads, "buckets": len(ddp._buckets),
+        "dtype": args.dtype, "device": args.device, "threads": args.threads, "buckets": len(ddp.reducer.buckets),
         "samples_per_sec": comm.size * args.batch_per_rank * args.steps / total,
         "step_ms": 1e3 * total / args.steps,
         # the longest wait of any rank (also waiting for a slower rank's backward), and the wait of

@@ -213,3 +213,18 @@ def test_losses_match_torch():
     b.backward()
     np.testing.assert_allclose(a.item(), b.item(), rtol=1e-10)
     np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (2, 4, 3)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_backward_twice_through_a_retained_graph(shape, reduction):
+    # backward turns forward's softmax into the gradient in place; a second walk must not reuse it
+    z = t64(*shape)
+    y = np.random.default_rng(1).integers(0, 4, size=(shape[0],) + shape[2:])
+    loss = F.cross_entropy(z, y, reduction)
+    loss = loss.sum() if reduction == "none" else loss
+    loss.backward(retain_graph=True)
+    once = z.grad.copy()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    np.testing.assert_allclose(z.grad, 3 * once, rtol=1e-12)

@@ -60,7 +60,7 @@ def queue_callback(fn) -> None:
     """Run fn() once when the backward call now running ends, after every hook (torch's
     Variable._execution_engine.queue_callback). Only valid during backward (from a hook or a
     Function's backward); a nested backward started from a hook owns its own callbacks. The
-    data-parallel wrapper queues its wait for the last allreduces here from its first gradient hook."""
+    data-parallel gradient reducer queues its wait for the last allreduces here from its first gradient hook."""
     if _callbacks is None:
         raise RuntimeError("queue_callback can only be called while a backward pass runs "
                            "(from a gradient hook or a Function's backward)")
@@ -158,24 +158,13 @@ def _count_uses(roots, keep):
     complete) when that many have arrived. With `keep` (not None), a tensor not in it counts 0:
     it is off every path to the inputs, and the walk skips it."""
     uses = {}
-    # CPython frees a list's storage when a list grown from empty empties again, and reallocates it
-    # on the next append; along a chain of nodes these stacks go 1, 0, 1, 0, ... so they start with
-    # room for exactly one item, which they keep.
-    stack = [None]
-    stack.pop()
-    for p in roots:
-        n = uses.get(p)
-        if n:
-            uses[p] = n + 1
-        elif n is None:
-            if keep is None or p in keep:
-                uses[p] = 1
-                if p._ctx is not None:
-                    stack.append(p)
-            else:
-                uses[p] = 0
+    # Each item is the tensors to visit next: the roots first, then the inputs of each non-leaf on
+    # its first visit. CPython frees a list's storage when a list grown from empty empties again, and
+    # reallocates it on the next append; along a chain of nodes this stack goes 1, 0, 1, 0, ... so it
+    # starts with room for exactly one item, which it keeps.
+    stack = [roots]
     while stack:
-        for p in stack.pop()._ctx.parents:
+        for p in stack.pop():
             if p is None:
                 continue
             n = uses.get(p)
@@ -184,8 +173,9 @@ def _count_uses(roots, keep):
             elif n is None:
                 if keep is None or p in keep:
                     uses[p] = 1
-                    if p._ctx is not None:
-                        stack.append(p)  # first visit of a non-leaf: walk its inputs once
+                    ctx = p._ctx
+                    if ctx is not None:
+                        stack.append(ctx.parents)  # first visit of a non-leaf: walk its inputs once
                 else:
                     uses[p] = 0
     return uses

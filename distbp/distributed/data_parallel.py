@@ -2,16 +2,12 @@
 
 Construction: every rank checks that the model has the same parameter and buffer names, shapes and
 dtypes everywhere (a mismatch raises on every rank, never a hang), then rank 0's parameters and
-buffers are broadcast. Gradients live in flat buckets (reverse registration order, ~25 MB each);
-a post-accumulate-grad hook copies each final gradient into its bucket (pre-divided by the world
-size when averaging) and starts the bucket's nonblocking allreduce the moment the bucket is full,
-in bucket order on every rank. Each hook call also `test()`s the outstanding requests: MPICH only
-progresses a nonblocking collective inside MPI calls (PLATFORM.md), so this is what lets the
-reduction run behind the rest of backward. The first hook of a step queues a callback on the
-backward that runs it (as torch DDP does), which waits for every bucket at the end of that backward;
-a backward that reaches none of the model's parameters leaves the step armed for the next one.
-Each `.grad` is then a view of its slice of the reduced bucket (torch's gradient_as_bucket_view):
-the next synchronised backward overwrites it, so copy a gradient you want to keep across steps.
+buffers are broadcast, then a `Reducer` (reducer.py) takes the gradients: flat buckets whose
+allreduces start from gradient hooks while backward runs and are waited for at its end, each `.grad`
+left a view of its slice of the reduced bucket (the next synchronised backward overwrites it, so
+copy a gradient you want to keep across steps). Each forward with gradients enabled arms the
+reducer for the coming backward, unless under `no_sync()`; a backward that reaches none of the
+model's parameters leaves the step armed for the next one.
 
 Sync points (every rank must reach them): the constructor; each forward in training mode when
 `broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`.
@@ -21,15 +17,11 @@ torch: its gradients would otherwise silently stay unreduced.
 from __future__ import annotations
 
 import contextlib
-import time
-import warnings
-
-import numpy
 
 from .. import autograd, backend
 from ..nn.module import Module
 from .comm import Communicator, get_comm
-from .comm.watchdog import set_step
+from .reducer import Reducer, bucket_cap_bytes
 
 
 def _describe(named) -> list:
@@ -75,26 +67,6 @@ def broadcast_state(model: Module, optimizer=None, comm: Communicator | None = N
             optimizer.load_state_dict(state)
 
 
-class _Bucket:
-    """A flat buffer for some parameters' gradients and its in-flight allreduce."""
-
-    def __init__(self, params, dtype, xp):
-        self.params = params
-        self.dtype, self.xp = dtype, xp
-        self.offsets, n = [], 0
-        for p in params:
-            self.offsets.append(n)
-            n += p.data.size
-        self.numel = n
-        self.buffer = None
-        self.ready = 0
-        self.request = None
-
-    def view(self, i):
-        p = self.params[i]
-        return self.buffer[self.offsets[i]:self.offsets[i] + p.data.size].reshape(p.data.shape)
-
-
 class DistributedDataParallel(Module):
     """Wrap a module for data-parallel training: grads are summed over ranks (divided by the world
     size when `average`, torch's convention) at the end of each `loss.backward()`.
@@ -108,88 +80,49 @@ class DistributedDataParallel(Module):
         average: divide the summed gradients by the world size.
         broadcast_buffers: re-broadcast rank 0's buffers (BatchNorm running stats) at each training
             forward, as torch does, so all ranks evaluate the same model.
+
+    `reducer` is the gradient reducer; `iteration` (synchronised steps so far, also the watchdog's
+    step number), `last_comm_wait_s` (time the last backward waited for its allreduces at the end)
+    and `bytes_per_sync` are its.
     """
 
     def __init__(self, module: Module, comm: Communicator | None = None, bucket_cap_mb: float = 25,
                  average: bool = True, broadcast_buffers: bool = True):
         super().__init__()
-        if bucket_cap_mb <= 0:
-            raise ValueError(f"Invalid bucket_cap_mb: {bucket_cap_mb}; use a positive size in MB such as 25")
+        self.bucket_cap_bytes = bucket_cap_bytes(bucket_cap_mb)  # checked before any collective
         self.module = module
         object.__setattr__(self, "comm", comm or get_comm())
         self.average, self.broadcast_buffers = average, broadcast_buffers
-        self.bucket_cap_bytes = int(bucket_cap_mb * 1024 * 1024)
         verify_same_model(module, self.comm)
         broadcast_module(module, self.comm)
-        object.__setattr__(self, "_grad_comm", self.comm.dup())
-        self._names = {id(p): n for n, p in module.named_parameters()}
-        self._build_buckets([p for p in module.parameters() if p.requires_grad])
+        object.__setattr__(self, "reducer", Reducer(module.named_parameters(), self.comm,
+                                                    self.bucket_cap_bytes, average))
         self.require_backward_grad_sync = True
-        self._armed = False
-        self._reduced_since_forward = False  # a backward has reduced the last forward's gradients
-        self._warned_unused = False
-        self.iteration = 0            # synchronised steps so far; also the watchdog's step number
-        self.last_comm_wait_s = 0.0   # time the last backward waited for its allreduces at the end
-        self.bytes_per_sync = sum(b.numel * numpy.dtype(b.dtype).itemsize for b in self._buckets)
 
-    def _build_buckets(self, params) -> None:
-        # Reverse registration order approximates the order backward produces gradients (torch DDP).
-        buckets, current, size, key = [], [], 0, None
-        for p in reversed(params):
-            k = (p.data.dtype, backend.device_of(p.data))
-            nbytes = p.data.nbytes
-            if current and (k != key or size + nbytes > self.bucket_cap_bytes):
-                buckets.append(current)
-                current, size = [], 0
-            current.append(p)
-            size += nbytes
-            key = k
-        if current:
-            buckets.append(current)
-        object.__setattr__(self, "_buckets", [
-            _Bucket(ps, ps[0].data.dtype, backend.get_array_module(ps[0].data)) for ps in buckets])
-        for b in self._buckets:  # allocated once (fresh pages every step cost as much as the copy);
-            b.buffer = self._grad_comm.alloc_buffer(b.numel, b.dtype, b.xp)  # node shared memory under MPI
-        self._slot = {}
-        for bi, b in enumerate(self._buckets):
-            for i, p in enumerate(b.params):
-                self._slot[id(p)] = (bi, i)
-                p.register_post_accumulate_grad_hook(self._on_grad)
+    @property
+    def iteration(self) -> int:
+        return self.reducer.iteration
 
-    # ----- forward: arm the reducer for the coming backward -----
+    @property
+    def last_comm_wait_s(self) -> float:
+        return self.reducer.last_comm_wait_s
+
+    @property
+    def bytes_per_sync(self) -> int:
+        return self.reducer.bytes_per_sync
+
     def forward(self, *args, **kwargs):
         if self.training and self.broadcast_buffers and self.comm.size > 1:
             for b in self.module.buffers():
                 if backend.is_array(b):
                     self.comm.bcast(b)
-        if autograd.is_grad_enabled():
-            self._reduced_since_forward = False
-            if self.require_backward_grad_sync and self._buckets and not self._armed:
-                self._arm()
+        if autograd.is_grad_enabled():  # this forward's graph: reduced in its backward unless no_sync
+            self.reducer.prepare_for_backward(sync=self.require_backward_grad_sync)
         return self.module(*args, **kwargs)
-
-    def _arm(self) -> None:
-        self.iteration += 1
-        set_step(self.iteration)
-        for b in self._buckets:
-            b.ready, b.request = 0, None
-            b.filled = [False] * len(b.params)
-        self._next = 0  # buckets start in index order on every rank, whatever order they fill in
-        self._armed = True
-        self._finish_queued = False  # the first gradient hook queues the finish on its backward
 
     def reduce_gradients(self) -> None:
         """Reduce every parameter's current .grad now, outside backward (same buckets and rules)."""
-        if self._armed:
-            raise RuntimeError("a forward already armed the reduction for the coming backward; "
-                               "call reduce_gradients() only between steps")
-        self._arm()
-        self._finish_queued = True  # finished right here, not by a backward
-        for b in self._buckets:
-            for p in b.params:
-                if p.grad is not None:
-                    self._on_grad(p)
-        self._finish()
+        self.reducer.reduce_gradients()
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -200,83 +133,7 @@ class DistributedDataParallel(Module):
         finally:
             self.require_backward_grad_sync = prev
 
-    # ----- backward: fill buckets, start their allreduces, keep them moving -----
-    def _on_grad(self, p) -> None:
-        if not self._armed:
-            if self._reduced_since_forward:  # torch DDP fails here too ("marked ready twice")
-                raise RuntimeError(
-                    f"rank {self.comm.rank}: DistributedDataParallel: a second backward through one forward's "
-                    "graph; its gradients would not be reduced across ranks. Call the wrapped model again "
-                    "before each backward (to accumulate, run the earlier ones under no_sync())")
-            return  # a forward under no_sync(): gradients stay local
-        if not self._finish_queued:  # the step's first gradient: finish at the end of this backward
-            self._finish_queued = True
-            autograd.queue_callback(self._finish_backward)
-        bi, i = self._slot[id(p)]
-        b = self._buckets[bi]
-        if b.filled[i]:
-            raise RuntimeError(f"gradient of {self._names[id(p)]} became final twice in one DDP step; call "
-                               "the wrapped model again before each backward, or accumulate under no_sync()")
-        self._copy_in(b, i, p.grad)
-        # From now on .grad is the bucket slice (reduced in place later); the array backward made is
-        # dropped at once, which keeps the memory in use, and so the cache misses, near one process's.
-        p.grad = b.view(i)
-        b.filled[i] = True
-        b.ready += 1
-        self._start_ready_buckets()
-        for b in self._buckets[:self._next]:
-            if not b.request.test():  # one test progresses every outstanding request
-                break
-
-    def _copy_in(self, b, i, grad) -> None:
-        view = b.view(i)
-        if self.average and self.comm.size > 1:
-            b.xp.multiply(grad, 1.0 / self.comm.size, out=view)
-        else:
-            view[...] = grad
-
-    def _start_ready_buckets(self) -> None:
-        while self._next < len(self._buckets) and self._buckets[self._next].ready == len(
-                self._buckets[self._next].params):
-            b = self._buckets[self._next]
-            b.request = self._grad_comm.iallreduce(b.buffer)
-            self._next += 1
-
-    def _finish_backward(self) -> None:
-        self._finish()
-        self._reduced_since_forward = True
-
-    def _finish(self) -> None:
-        """End of backward: zero-fill grads that never came, wait for every bucket, hand grads back."""
-        if not self._armed:
-            return
-        self._armed = False
-        t0 = time.perf_counter()
-        unused = []
-        for b in self._buckets:
-            for i, p in enumerate(b.params):
-                if not b.filled[i]:
-                    if p.grad is not None:  # accumulated under no_sync, but not touched by this backward
-                        self._copy_in(b, i, p.grad)
-                        p.grad = b.view(i)
-                    else:
-                        b.view(i)[...] = 0
-                        unused.append(self._names[id(p)])
-                    b.filled[i] = True
-                    b.ready += 1
-        self._start_ready_buckets()
-        if unused and not self._warned_unused:
-            self._warned_unused = True
-            warnings.warn(f"rank {self.comm.rank}: parameters got no gradient in this backward and are reduced "
-                          f"as zeros: {unused}", stacklevel=2)
-        for b in self._buckets:
-            b.request.wait()
-            for i, p in enumerate(b.params):
-                if p.grad is None:
-                    p.grad = b.view(i)
-        self.last_comm_wait_s = time.perf_counter() - t0
-
-    # ----- state without the wrapper's prefix (PAINS #6) -----
+    # ----- state without the wrapper's prefix -----
     def state_dict(self):
         return self.module.state_dict()
 
@@ -284,4 +141,4 @@ class DistributedDataParallel(Module):
         return self.module.load_state_dict(state_dict, strict)
 
     def extra_repr(self) -> str:
-        return f"world_size={self.comm.size}, buckets={len(self._buckets)}, average={self.average}"
+        return f"world_size={self.comm.size}, buckets={len(self.reducer.buckets)}, average={self.average}"

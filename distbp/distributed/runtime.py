@@ -1,7 +1,7 @@
 """Process start-up for distributed runs: BLAS threads per rank, and failure = end of the job.
 
 `init()` is what a training script calls first. It returns the communicator, gives each rank its
-share of the cores (4 ranks on 2 cores with default BLAS threads ran 9x slower, PLATFORM.md), and
+share of the cores (ranks that each start a BLAS thread per core oversubscribe the machine), and
 installs an excepthook so an exception on any rank prints `rank N: <error>` and aborts the whole
 job instead of leaving the other ranks waiting in a collective forever (ChainerMN's global_except_hook,
 chainer/chainermn#236). It also asks Linux to end short sleeps on time (`precise_naps`). Keeping

@@ -59,6 +59,20 @@ class RemovableHandle:
         self.remove()
 
 
+def _add_hook(hooks: dict, hook, prepend: bool, *flags: tuple) -> RemovableHandle:
+    """Put `hook` in the ordered table `hooks` (first when `prepend`) and mark it in each table of
+    `flags`, (table, on) pairs, that is on; the handle removes it from all of them."""
+    _note_hooks()
+    handle = RemovableHandle(hooks, *(table for table, _ in flags))
+    hooks[handle.id] = hook
+    for table, on in flags:
+        if on:
+            table[handle.id] = True
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
 class Module:
     """Base class: assign Parameters, Modules and buffers as attributes and they are registered,
     in assignment order, which fixes `parameters()` order and `state_dict()` keys."""
@@ -165,59 +179,41 @@ class Module:
             output = self.forward(*args, **kwargs)
             for hook_id, hook in tuple(self._forward_hooks.items()):
                 called.add(hook_id)
-                if hook_id in self._forward_hooks_with_kwargs:
-                    result = hook(self, args, kwargs, output)
-                else:
-                    result = hook(self, args, output)
-                if result is not None:
-                    output = result
+                output = self._run_forward_hook(hook_id, hook, args, kwargs, output)
         except Exception:
             # always_call hooks run even when forward (or an earlier hook) raised; their own errors
             # are only warned about, so the first error is the one that propagates
             for hook_id, hook in tuple(self._forward_hooks.items()):
                 if hook_id in self._forward_hooks_always_called and hook_id not in called:
                     try:
-                        if hook_id in self._forward_hooks_with_kwargs:
-                            result = hook(self, args, kwargs, output)
-                        else:
-                            result = hook(self, args, output)
-                        if result is not None:
-                            output = result
+                        output = self._run_forward_hook(hook_id, hook, args, kwargs, output)
                     except Exception as e:  # noqa: BLE001 - the forward's error is re-raised below
                         warnings.warn("forward hook with ``always_call=True`` raised an exception that was "
                                       f"silenced as another error was raised in forward: {e}", stacklevel=2)
             raise
         return output
 
+    def _run_forward_hook(self, hook_id, hook, args, kwargs, output):
+        """One forward hook, called as it was registered; a result other than None replaces the output."""
+        if hook_id in self._forward_hooks_with_kwargs:
+            result = hook(self, args, kwargs, output)
+        else:
+            result = hook(self, args, output)
+        return output if result is None else result
+
     def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False):
         """hook(module, args) -> None or new args (a non-tuple is wrapped in one), run before forward;
         with_kwargs: hook(module, args, kwargs) -> None or (new_args, new_kwargs). prepend: run
         before the hooks already registered. Returns a handle whose remove() unregisters it."""
-        _note_hooks()
-        handle = RemovableHandle(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs)
-        self._forward_pre_hooks[handle.id] = hook
-        if with_kwargs:
-            self._forward_pre_hooks_with_kwargs[handle.id] = True
-        if prepend:
-            self._forward_pre_hooks.move_to_end(handle.id, last=False)
-        return handle
+        return _add_hook(self._forward_pre_hooks, hook, prepend, (self._forward_pre_hooks_with_kwargs, with_kwargs))
 
     def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
                               always_call: bool = False):
         """hook(module, args, output) -> None or a new output, run after forward (args as the
         pre-hooks left them); with_kwargs: hook(module, args, kwargs, output). always_call: run even
         when forward raises (output None). Returns a handle whose remove() unregisters it."""
-        _note_hooks()
-        handle = RemovableHandle(self._forward_hooks, self._forward_hooks_with_kwargs,
-                                 self._forward_hooks_always_called)
-        self._forward_hooks[handle.id] = hook
-        if with_kwargs:
-            self._forward_hooks_with_kwargs[handle.id] = True
-        if always_call:
-            self._forward_hooks_always_called[handle.id] = True
-        if prepend:
-            self._forward_hooks.move_to_end(handle.id, last=False)
-        return handle
+        return _add_hook(self._forward_hooks, hook, prepend, (self._forward_hooks_with_kwargs, with_kwargs),
+                         (self._forward_hooks_always_called, always_call))
 
     # ----- traversal -----
     def named_modules(self, prefix: str = ""):

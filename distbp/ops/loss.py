@@ -85,13 +85,19 @@ class CrossEntropy(Function):
             nll *= valid
         e /= s  # the softmax, in place: backward's starting point
         self.probs, self.rows, self.targets, self.valid = e, rows, targets, valid
+        self.logits = logits  # a reference, no copy: backward recomputes the softmax if called again
         if reduction == "none":
             return nll.reshape(self.spatial) if self.spatial is not None else nll
         total = nll.sum()
         return total / self.n if reduction == "mean" else total
 
     def backward(self, gy):
-        g = self.probs  # reused in place: forward's probs are not needed again
+        g = self.probs  # turned into the gradient in place, so the first backward owns it
+        if g is None:  # a second backward through a retained graph: the softmax again
+            shifted = self.logits - self.logits.max(axis=1, keepdims=True)
+            g = get_array_module(shifted).exp(shifted)
+            g /= g.sum(axis=1, keepdims=True)
+        self.probs = None
         g[self.rows, self.targets] -= 1
         if self.reduction == "none":
             g *= gy.reshape(-1)[:, None]

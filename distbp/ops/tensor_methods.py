@@ -4,6 +4,9 @@ method is its Function, its function and one line in METHODS."""
 from __future__ import annotations
 
 from ..autograd import Tensor
+
+# Many of these names are distbp.ops' exports too; they come from the op modules, not from the
+# package, because the package imports this module before it binds them.
 from .elementwise import (
     _tensorish,
     abs,

@@ -85,7 +85,7 @@ def test_mlp_on_n_ranks_equals_one_process(comm, monkeypatch, shm):
     x, y = _data(8 * 4, (6,), 3)
     ref, ddp = _run(_mlp, comm, x, y, batch=8, steps=20)
     if comm.size > 1:
-        assert all(ddp._grad_comm.uses_shared_memory(b.buffer) == (shm == "1") for b in ddp._buckets)
+        assert all(ddp.reducer.comm.uses_shared_memory(b.buffer) == (shm == "1") for b in ddp.reducer.buckets)
     assert max_diff(ddp, ref) <= TOL
 
 

@@ -1,4 +1,4 @@
-"""A failing or stalled rank ends the whole job within seconds and is named (PAINS #1, #2, #7).
+"""A failing or stalled rank ends the whole job within seconds and is named, never left hanging.
 
 Each test launches its own small `mpiexec` job from a single-process pytest (not marked `mpi`), with
 `timeout` as a backstop, and checks how fast it ended and what it printed."""
