@@ -93,7 +93,8 @@ def main(argv=None):
              for m in models]
     with paired.Workers(
             (side, paired.Worker(side, [sys.executable, os.path.abspath(__file__), "--worker", tree],
-                                 paired.worker_env(args.threads, pythonpath=tree)))
+                                 paired.worker_env(args.threads, pythonpath=tree,
+                                                   same_malloc=not args.default_malloc)))
             for side, tree in trees.items()) as workers:
         rows = paired.run_cases(cases, workers, "new", args)
     if args.json:

@@ -49,7 +49,7 @@ def main(argv=None):
     names = ["distbp", "numpy"]
     if not args.no_torch and importlib.util.find_spec("torch") is not None:
         names.append("torch")
-    env = paired.worker_env(args.threads, pythonpath=REPO)
+    env = paired.worker_env(args.threads, pythonpath=REPO, same_malloc=not args.default_malloc)
     with paired.Workers((n, paired.Worker(n, sides.worker_argv(n, args.threads), env)) for n in names) as workers:
         rows = paired.run_cases([mlp_case(s, b) for s, b in configs], workers, "distbp", args)
     meta = {"threads": args.threads, "dtype": "float32", "sides": names}

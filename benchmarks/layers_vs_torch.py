@@ -42,7 +42,7 @@ def main(argv=None):
     cases = [{"label": m, "model": m, "input_shape": [1, 28, 28], "num_outputs": 10, "options": {},
               "batch": args.batch, "seed": 0} for m in models]
     names = ["distbp", "torch"]
-    env = paired.worker_env(args.threads, pythonpath=REPO)
+    env = paired.worker_env(args.threads, pythonpath=REPO, same_malloc=not args.default_malloc)
     with paired.Workers((n, paired.Worker(n, sides.worker_argv(n, args.threads), env)) for n in names) as workers:
         rows = paired.run_cases(cases, workers, "distbp", args)
     if args.json:

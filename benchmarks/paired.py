@@ -37,6 +37,9 @@ def add_timing_args(ap, blocks: int = 10, block_seconds: float = 0.3) -> None:
     # OpenBLAS's idle workers spin about 2^28 cycles (~0.1 s) before they sleep: without a pause, the
     # side that ran before would take CPU from the side now timed
     ap.add_argument("--gap", type=float, default=0.3, help="seconds of rest before each block")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave each side with the allocator settings it starts with; by default every side "
+                         "keeps freed memory as `import distbp` arranges, so only the step itself is compared")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -45,9 +48,18 @@ def check_timing_args(ap, args) -> None:
         ap.error("--threads and --blocks must be >= 1, --warmup and --gap >= 0, --block-seconds > 0")
 
 
-def worker_env(threads: int, pythonpath: str | None = None) -> dict:
-    """The environment of a worker: every thread pool sized before any library reads it."""
+# `import distbp` has glibc keep freed blocks for reuse (distbp/_process.py); a peer process that does not
+# import distbp would otherwise pay page faults for every large temporary of every step. These variables
+# give every side that same setting from the start (glibc reads them at start-up).
+SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def worker_env(threads: int, pythonpath: str | None = None, same_malloc: bool = True) -> dict:
+    """The environment of a worker: every thread pool sized before any library reads it, and (unless
+    `same_malloc` is False) the same allocator settings for every side."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **{v: str(threads) for v in THREAD_VARS})
+    if same_malloc:
+        env.update(SAME_MALLOC)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH")) if p)
     return env

@@ -2,7 +2,7 @@
 pad, flatten, squeeze/unsqueeze — forward against NumPy, backward by gradcheck."""
 import numpy as np
 import pytest
-from conftest import t64
+from conftest import t64, torch_or_skip
 
 import distbp as db
 
@@ -114,6 +114,18 @@ def test_flatten_squeeze_unsqueeze_shapes_and_gradients():
     assert x.unsqueeze(0).shape == (1, 2, 1, 3, 1)
     assert x.unsqueeze(-1).shape == (2, 1, 3, 1, 1)
     db.gradcheck(lambda x: x.flatten(1).unsqueeze(0).squeeze() * 2, [x])
+
+
+def test_flatten_with_nothing_to_flatten_returns_the_input_and_0d_becomes_1d_as_in_torch():
+    x = t64(4, 3)
+    assert x.flatten(1) is x and x.flatten(0, 0) is x
+    s = db.tensor(2.0, requires_grad=True, dtype="float64")
+    assert s.flatten().shape == (1,)
+    db.gradcheck(lambda s: s.flatten() * 3, [s])
+    torch = torch_or_skip()
+    assert tuple(torch.ones(()).flatten().shape) == s.flatten().shape
+    xt = torch.ones(4, 3)
+    assert xt.flatten(1) is xt
 
 
 def test_getitem_of_a_view_then_inplace_data_change_does_not_touch_the_gradient():

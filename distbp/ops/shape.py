@@ -114,8 +114,14 @@ def transpose(x, dim0=None, dim1=None):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    """torch.flatten: dims start_dim..end_dim become one. As in torch, a 0-d input becomes shape (1,)
+    and an input with nothing to flatten (one dim in the range) is returned itself, with no node."""
     shape = x.shape
+    if not shape:
+        return reshape(x, (1,))
     start, end = start_dim % len(shape), end_dim % len(shape)
+    if start == end:
+        return x
     n = 1
     for s in shape[start:end + 1]:
         n *= s
