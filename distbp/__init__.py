@@ -4,12 +4,13 @@
     x = db.tensor([[1.0, 2.0]], requires_grad=True)
     (x * x).sum().backward(); x.grad    # [[2., 4.]]
 """
-from . import backend, distributed, nn, ops, optim
+from . import autograd, backend, distributed, nn, ops, optim, random
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .backend import (
     cuda_available,
     get_default_dtype,
     get_rng_state,
+    initial_seed,
     manual_seed,
     set_default_dtype,
     set_rng_state,
@@ -72,9 +73,9 @@ def arange(*args, dtype=None):
 
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "abs", "arange", "backend", "cat", "clamp", "clip", "concatenate",
+    "Function", "GradcheckError", "Tensor", "abs", "arange", "autograd", "backend", "cat", "clamp", "clip", "concatenate",
     "cuda_available", "distributed", "enable_grad", "exp", "get_default_dtype", "get_rng_state", "gradcheck",
-    "is_grad_enabled", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "nn", "no_grad", "ones",
-    "ops", "optim", "pad", "rand", "randn", "relu", "reshape", "set_default_dtype", "set_rng_state",
+    "initial_seed", "is_grad_enabled", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "nn", "no_grad", "ones",
+    "ops", "optim", "pad", "rand", "randn", "random", "relu", "reshape", "set_default_dtype", "set_rng_state",
     "sigmoid", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "where", "zeros",
 ]
