@@ -75,11 +75,24 @@ class Communicator:
         """Reduce `array` (leading dim = size * k) over ranks; return this rank's block of k rows."""
         raise NotImplementedError
 
-    def send(self, array, dest: int, tag: int = 0) -> None:
+    # Point-to-point. `what` is an optional label ("activation of micro-batch 3 to stage 1") that the
+    # watchdog prints, with the op, peer and tag, when the call waits past its deadline.
+    def send(self, array, dest: int, tag: int = 0, what: str | None = None) -> None:
+        """Send `array` to `dest`; returns when `array` may be modified again."""
+        self.isend(array, dest, tag, what=what).wait()
+
+    def recv(self, array, source: int, tag: int = 0, what: str | None = None):
+        """Receive into `array` (shape and dtype must match the sender's); returns it."""
+        return self.irecv(array, source, tag, what=what).wait()
+
+    def isend(self, array, dest: int, tag: int = 0, what: str | None = None) -> Request:
+        """Start sending `array` to `dest`. Do not modify `array` until the request's wait() returns
+        (which returns None)."""
         raise NotImplementedError
 
-    def recv(self, array, source: int, tag: int = 0):
-        """Receive into `array` (shape and dtype must match the sender's); returns it."""
+    def irecv(self, array, source: int, tag: int = 0, what: str | None = None) -> Request:
+        """Start receiving into `array` from `source` (shape and dtype must match the sender's: the
+        bytes are not checked; `distbp.distributed.p2p` checks them). wait() returns the filled array."""
         raise NotImplementedError
 
     def split(self, color: int, key: int | None = None) -> Communicator:

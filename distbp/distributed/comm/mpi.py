@@ -19,8 +19,12 @@ from .watchdog import Watchdog
 
 
 class _MPIRequest(Request):
-    def __init__(self, comm: MPIComm, request, record, array, staged=None):
+    """A started MPI call. `array` is what wait() returns (None for a send); `staged` the host copy of a
+    GPU array to copy back into it; `keep` a buffer MPI reads until the call completes (a send's)."""
+
+    def __init__(self, comm: MPIComm, request, record, array, staged=None, keep=None):
         self.comm, self.request, self.record, self.array, self.staged = comm, request, record, array, staged
+        self.keep = keep
         self.done = False
 
     def test(self) -> bool:
@@ -32,6 +36,7 @@ class _MPIRequest(Request):
         if not self.done:
             self.comm.watchdog.wait(self.request, self.record)
             self.done = True
+        self.keep = None
         if self.staged is not None:  # a GPU array reduced through host memory: copy the result back
             self.array[...] = backend.get_array_module(self.array).asarray(self.staged)
             self.staged = None
@@ -127,13 +132,27 @@ class MPIComm(Communicator):
         self._run("reduce_scatter", buf, lambda: self.comm.Ireduce_scatter_block(buf, out, op=self._op(op)))
         return backend.get_array_module(array).asarray(out)
 
-    def send(self, array, dest, tag=0):
+    # Point-to-point calls have no sequence number (ranks make different ones) but are waited on
+    # under the same deadline; the watchdog names the peer, the tag and the caller's `what`.
+    def isend(self, array, dest, tag=0, what=None):
         buf, _ = _host(array)
-        self._run("send", buf, lambda: self.comm.Isend(buf, dest=dest, tag=tag), collective=False)
+        rec = self.watchdog.begin("isend", buf, collective=False, peer=dest, tag=tag, what=what)
+        return _MPIRequest(self, self.comm.Isend(buf, dest=dest, tag=tag), rec, None, keep=buf)
 
-    def recv(self, array, source, tag=0):
+    def irecv(self, array, source, tag=0, what=None):
         buf, staged = _host(array)
-        self._run("recv", buf, lambda: self.comm.Irecv(buf, source=source, tag=tag), collective=False)
+        rec = self.watchdog.begin("irecv", buf, collective=False, peer=source, tag=tag, what=what)
+        return _MPIRequest(self, self.comm.Irecv(buf, source=source, tag=tag), rec, array, buf if staged else None)
+
+    def send(self, array, dest, tag=0, what=None):
+        buf, _ = _host(array)
+        rec = self.watchdog.begin("send", buf, collective=False, peer=dest, tag=tag, what=what)
+        self.watchdog.wait(self.comm.Isend(buf, dest=dest, tag=tag), rec)
+
+    def recv(self, array, source, tag=0, what=None):
+        buf, staged = _host(array)
+        rec = self.watchdog.begin("recv", buf, collective=False, peer=source, tag=tag, what=what)
+        self.watchdog.wait(self.comm.Irecv(buf, source=source, tag=tag), rec)
         if staged:
             array[...] = backend.get_array_module(array).asarray(buf)
         return array

@@ -1,8 +1,10 @@
 """The one seam every MPI call goes through: sequence numbers, fingerprints, and a deadline.
 
 Each collective on a communicator gets a sequence number and a fingerprint (op, dtype, shape) and
-records its call site. Waiting is a `Test()` loop (MPICH makes no progress in the background), so a wait can watch the clock: past `timeout` seconds the waiting rank asks every
-other rank, on a private duplicate communicator, where it is; ranks that are waiting answer from
+records its call site; a point-to-point call (send, recv, isend, irecv) gets no number (ranks make
+different ones) but records its peer, tag and the caller's label (`what`). Waiting is a `Test()`
+loop (MPICH makes no progress in the background), so a wait can watch the clock: past `timeout`
+seconds the waiting rank asks every other rank, on a private duplicate communicator, where it is; ranks that are waiting answer from
 their own loop, ranks that never arrived (stuck in compute, or dead) do not. It prints which
 collective, which step, which ranks are missing and where the others are, then aborts the job,
 instead of the silent hang a desynchronised or dead rank otherwise causes. With `debug=True` (or
@@ -20,11 +22,11 @@ import numpy
 
 DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
-        "allgather_obj", "send", "recv", "split")
+        "allgather_obj", "send", "recv", "split", "isend", "irecv")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
 BUSY_TESTS = int(os.environ.get("DISTBP_WAIT_BUSY_TESTS", "64"))  # Test() calls before napping starts
 NAP_S = float(os.environ.get("DISTBP_WAIT_NAP_US", "20")) * 1e-6    # the nap between later Test() calls
-_ANSWER_BYTES = 256
+_ANSWER_BYTES = 512  # room for a point-to-point call's `what` label
 _step = 0
 
 
@@ -44,7 +46,9 @@ class CollectiveMismatchError(RuntimeError):
 
 @dataclass
 class Record:
-    """One collective call: what, where, and when it started waiting."""
+    """One MPI call: what, where, and when it started waiting. A point-to-point call also has its
+    peer, tag and a caller's label (`what`, e.g. "activation of micro-batch 3 to stage 1"); it has
+    no sequence number of its own, since ranks make different point-to-point calls."""
 
     seq: int
     op: str
@@ -53,11 +57,23 @@ class Record:
     site: tuple  # (file, line)
     step: int
     t0: float = 0.0
+    peer: int | None = None  # None: a collective
+    tag: int | None = None
+    what: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "collective" if self.peer is None else "point-to-point"
 
     def describe(self) -> str:
         where = f"{os.path.basename(self.site[0])}:{self.site[1]}"
         dtype = "object" if self.dtype is None else str(self.dtype)
-        return f"#{self.seq} {self.op}({dtype}{list(self.shape)}) at step {self.step}, called from {where}"
+        call = f"{self.op}({dtype}{list(self.shape)})"
+        if self.peer is None:
+            return f"#{self.seq} {call} at step {self.step}, called from {where}"
+        direction = "to" if "send" in self.op else "from"
+        label = f" [{self.what}]" if self.what else ""
+        return f"{call} {direction} rank {self.peer} tag {self.tag}{label} at step {self.step}, called from {where}"
 
     def fingerprint(self) -> numpy.ndarray:
         shape_hash = hash(tuple(self.shape)) & 0x7FFFFFFFFFFF
@@ -99,13 +115,15 @@ class Watchdog:
         self._ask_buf = numpy.zeros(1, dtype=numpy.int64)
 
     # ----- start of a call -----
-    def begin(self, op: str, array=None, collective: bool = True) -> Record:
-        """Number and describe a call; in debug mode check that every rank makes the same one."""
+    def begin(self, op: str, array=None, collective: bool = True, peer: int | None = None,
+              tag: int | None = None, what: str | None = None) -> Record:
+        """Number and describe a call; in debug mode check that every rank makes the same one.
+        A point-to-point call (collective=False) passes its peer rank, tag and label instead."""
         if collective:
             self.seq += 1
         shape = tuple(getattr(array, "shape", ()))
         dtype = getattr(array, "dtype", None)
-        rec = Record(self.seq, op, dtype, shape, call_site(), _step)
+        rec = Record(self.seq, op, dtype, shape, call_site(), _step, peer=peer, tag=tag, what=what)
         if collective and self.debug:
             self._check_fingerprints(rec)
         return rec
@@ -153,7 +171,7 @@ class Watchdog:
 
     def _status(self) -> numpy.ndarray:
         """Where this rank is, as a fixed-size byte message (a description of its current call)."""
-        text = "not in a collective" if self.current is None else "waiting in " + self.current.describe()
+        text = "not in an MPI call" if self.current is None else "waiting in " + self.current.describe()
         out = numpy.zeros(_ANSWER_BYTES, dtype=numpy.uint8)
         raw = text.encode()[:_ANSWER_BYTES]
         out[:len(raw)] = numpy.frombuffer(raw, dtype=numpy.uint8)
@@ -163,6 +181,15 @@ class Watchdog:
         status = self.MPI.Status()
         self.side.Recv(self._ask_buf, source=self.MPI.ANY_SOURCE, tag=_TAG_ASK, status=status)
         self.side.Send(self._status(), dest=status.Get_source(), tag=_TAG_ANSWER)
+
+    def _world_rank(self, rank: int) -> str:
+        """" (world rank N)" when this communicator is a sub-communicator (a pipeline's or a
+        replica group's), so a report names the process the launcher started; else ""."""
+        world = self.MPI.COMM_WORLD
+        if self.comm.Get_size() == world.Get_size() or rank is None or rank < 0:
+            return ""
+        (mapped,) = self.comm.Get_group().Translate_ranks([rank], world.Get_group())
+        return f" (world rank {mapped})"
 
     def _report_and_abort(self, rec: Record, grace: float = 2.0) -> None:
         waited = time.monotonic() - rec.t0
@@ -181,11 +208,15 @@ class Watchdog:
             time.sleep(0.001)
         missing = [r for r in range(self.size) if r != self.rank and r not in answers]
         where = [f"rank {r}: {text}" for r, text in sorted(answers.items())]
-        text = (f"distbp watchdog: rank {self.rank} waited {waited:.1f} s (timeout {self.timeout:g} s) in "
-                f"collective {rec.describe()}\n"
-                f"  ranks missing (did not answer, busy outside MPI or dead): {missing}\n"
+        text = (f"distbp watchdog: rank {self.rank}{self._world_rank(self.rank)} waited {waited:.1f} s "
+                f"(timeout {self.timeout:g} s) in {rec.kind} {rec.describe()}\n"
+                + (f"  its peer: rank {rec.peer}{self._world_rank(rec.peer)}\n" if rec.peer is not None else "")
+                + f"  ranks missing (did not answer, busy outside MPI or dead): {missing}\n"
                 + "".join(f"  {w}\n" for w in where)
-                + "  set DISTBP_DEBUG_COLLECTIVES=1 to check every collective's op/shape/dtype across ranks\n")
+                + ("  set DISTBP_DEBUG_COLLECTIVES=1 to check every collective's op/shape/dtype across ranks\n"
+                   if rec.peer is None else
+                   "  a point-to-point call completes when its peer makes the matching call (same tag and "
+                   "communicator)\n"))
         sys.stderr.write(text)
         sys.stderr.flush()
         del asks

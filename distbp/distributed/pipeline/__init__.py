@@ -1,0 +1,15 @@
+"""Pipeline model parallelism: an nn.Sequential split into consecutive stages on different ranks, each
+batch cut into micro-batches whose activations flow forward and gradients backward between
+neighbouring stages, composed with data parallelism (world = stages x replicas, see ProcessGrid).
+
+    partition       where to cut the model (equal layers, balanced parameters, or given points)
+    build_schedule  each stage's actions for one step ("gpipe", "1f1b"), checked by check_schedules
+    PipelineStage   one rank's stage: runs its schedule, sums gradients over its replicas
+
+See docs/model_parallel.md."""
+from .partition import partition
+from .schedule import Action, ScheduleError, build_schedule, check_schedules, format_schedules
+from .stage import PipelineStage, PipelineStepResult
+
+__all__ = ["Action", "PipelineStage", "PipelineStepResult", "ScheduleError", "build_schedule", "check_schedules",
+           "format_schedules", "partition"]

@@ -1,0 +1,235 @@
+"""One rank's stage of a pipeline: its consecutive layers of the model, run micro-batch by micro-batch.
+
+    grid = ProcessGrid(comm, pipeline_stages=2)
+    stage = PipelineStage(model, grid, partition(model, 2), schedule="1f1b")
+    opt = SGD(stage.parameters(), lr=0.1)
+    opt.zero_grad()
+    result = stage.train_step(X, y, global_batch=len(batch), num_micro_batches=4)
+    opt.step()
+
+Exact by construction, as the data-parallel Trainer is: replica r holds the contiguous shard
+`shard_bounds(global_batch, r, dp_size)` of each global batch (X on the first stage, y on the last),
+cut into contiguous micro-batches; the last stage's loss for a micro-batch is the sum of its
+per-sample losses / global_batch, so the gradients summed over micro-batches and replicas are the
+single-process mean gradient, uneven sizes included. Each micro-batch's forward runs in
+`distbp.random.batch(step, first_sample)` with the draw count of the stages before it, so a dropout
+layer's masks are the ones it draws in one process's forward of the whole batch.
+
+Sync points: the constructor (the gradient reducer duplicates dp_comm when there are replicas);
+each train_step (point-to-point with the neighbouring stages, the first one also a shape exchange
+over pipe_comm, then the gradient sum over dp_comm)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+
+from ... import autograd, random
+from ...autograd import Tensor, no_grad
+from ...nn import Module, functional
+from .. import p2p
+from ..reducer import Reducer, bucket_cap_bytes
+from .partition import check_pipeline_model
+from .schedule import build_schedule
+
+LOSSES = {"cross_entropy": lambda out, y: functional.cross_entropy(out, y, reduction="sum")}
+
+
+def _shard(n: int, rank: int, size: int) -> tuple:
+    """numpy.array_split's rule (the Trainer's shard_bounds): contiguous, sizes differ by at most one."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+@dataclass
+class PipelineStepResult:
+    """One train_step on this rank. `loss_sum` (the last stage only, else None) is this replica's sum of
+    per-sample losses, not reduced over replicas; the global mean loss is their sum / global_batch."""
+    loss_sum: float | None
+    samples: int          # this replica's samples in the step
+    global_batch: int
+    num_micro_batches: int
+
+
+class PipelineStage(Module):
+    """The layers `bounds[grid.stage]` of `model` (an nn.Sequential), trained as one pipeline stage.
+
+    Every rank builds the same full model (same seed) and passes it whole; the stage keeps only its
+    own layers, registered under the full model's names, so `named_parameters()` and `state_dict()`
+    give the single-process keys of this stage's part. `full_parameter_names` and
+    `full_state_keys` list those of the whole model, in its order (for checkpoints). The stage holds
+    no reference to the rest of the model: drop the model once the stage is built to free it.
+
+    Args:
+        model: an nn.Sequential (see `partition`); BatchNorm is refused.
+        grid: a ProcessGrid; this rank runs stage `grid.stage` of replica `grid.replica`.
+        bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`).
+        schedule: "1f1b" or "gpipe" (distbp.distributed.pipeline.build_schedule).
+        loss: "cross_entropy" or a callable (output, target) -> the SUM of per-sample losses.
+    """
+
+    def __init__(self, model, grid, bounds, schedule: str = "1f1b", loss="cross_entropy"):
+        super().__init__()
+        check_pipeline_model(model)
+        bounds = [tuple(b) for b in bounds]
+        if len(bounds) != grid.num_stages:
+            raise ValueError(f"{len(bounds)} layer ranges for a pipeline of {grid.num_stages} stages; "
+                             "give one (start, end) per stage, e.g. partition(model, grid.num_stages)")
+        expected = 0
+        for start, end in bounds:
+            if start != expected or end <= start:
+                raise ValueError(f"layer ranges {bounds} must be consecutive, non-empty and start at 0")
+            expected = end
+        if expected != len(model):
+            raise ValueError(f"layer ranges {bounds} cover {expected} layers; the model has {len(model)}")
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"unknown pipeline loss {loss!r}; expected {' or '.join(LOSSES)} or a callable")
+            loss = LOSSES[loss]
+        build_schedule(schedule, grid.num_stages, 1, grid.stage)  # an unknown schedule fails here, not mid-step
+        object.__setattr__(self, "grid", grid)
+        self.schedule, self.bounds = schedule, bounds
+        self.loss_fn = loss
+        self.full_parameter_names = [n for n, _ in model.named_parameters()]
+        self.full_state_keys = list(model.state_dict().keys())
+        start, end = bounds[grid.stage]
+        for name, layer in list(model._modules.items())[start:end]:
+            setattr(self, name, layer)
+        self.steps = 0  # train_steps taken: the `step` of the dropout keys unless train_step is given one
+        self._io = None  # per-sample input shape/dtype, output shape/dtype and dropout draws before this stage
+        object.__setattr__(self, "reducer", Reducer(self.named_parameters(), grid.dp_comm, bucket_cap_bytes(25),
+                                                    average=False) if grid.dp_size > 1 else None)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    # ----- shapes and dropout draws of the stages before this one, exchanged once -----
+    def _dry_run(self, sample_shape, dtype) -> tuple:
+        """(output sample shape, output dtype, dropout draws) of this stage's forward of one zero sample."""
+        with no_grad(), random.batch(0) as b:  # keyed draws: the process-wide draw count is not touched
+            out = self.forward(Tensor(numpy.zeros((1, *sample_shape), dtype=dtype)))
+        return tuple(out.shape[1:]), out.dtype, b.draws
+
+    def _exchange_shapes(self, X):
+        grid, comm = self.grid, self.grid.pipe_comm
+        info = None
+        if grid.is_first_stage:
+            sample, dtype = tuple(numpy.shape(X)[1:]), numpy.asarray(X).dtype
+            info = (sample, dtype, 0)
+        # Stage s learns what stage s-1 sends it and how many dropout draws come before it; it runs
+        # its layers on one sample to tell stage s+1 the same. One broadcast per stage boundary.
+        mine = info
+        for s in range(grid.num_stages - 1):
+            if grid.stage == s:
+                out_shape, out_dtype, draws = self._dry_run(mine[0], mine[1])
+                info = (out_shape, out_dtype, mine[2] + draws)
+            info = comm.bcast_obj(info if grid.stage == s else None, root=s)
+            if grid.stage == s + 1:
+                mine = info
+        self._io = mine
+
+    # ----- one training step -----
+    def train_step(self, X, y, global_batch: int, num_micro_batches: int, step: int | None = None):
+        """Run this stage's schedule over this replica's shard of a global batch, then sum the gradients
+        over the replicas. X (this replica's inputs) is used on the first stage, y (its targets) on the
+        last; the gradients add into `.grad` (zero them before, step the optimizer after). `step` keys
+        the dropout masks (default: the number of train_steps taken)."""
+        grid = self.grid
+        lo, hi = _shard(int(global_batch), grid.replica, grid.dp_size)
+        rows = hi - lo
+        m_count = int(num_micro_batches)
+        if m_count < 1:
+            raise ValueError(f"Invalid number of micro-batches: {num_micro_batches} (expected a positive integer)")
+        fewest = global_batch // grid.dp_size
+        if m_count > fewest:
+            raise ValueError(f"{m_count} micro-batches but a replica holds as few as {fewest} samples of the "
+                             f"global batch of {global_batch} ({grid.dp_size} replicas); every micro-batch needs "
+                             f"a sample: use at most {fewest} micro-batches or a larger batch")
+        for what, data, on in (("X", X, grid.is_first_stage), ("y", y, grid.is_last_stage)):
+            if on and len(data) != rows:
+                raise ValueError(f"{what} has {len(data)} samples, but replica {grid.replica} of {grid.dp_size} "
+                                 f"holds rows {lo}..{hi} ({rows}) of the global batch of {global_batch}")
+        if self._io is None:
+            self._exchange_shapes(X)
+        step = self.steps if step is None else int(step)
+        edges = [lo + a for a in numpy.cumsum([0] + [len(c) for c in numpy.array_split(range(rows), m_count)])]
+        run = _Run(self, X, y, edges, lo, step, int(global_batch))
+        for action in build_schedule(self.schedule, grid.num_stages, m_count, grid.stage):
+            getattr(run, action.op)(action.micro_batch)
+        run.finish()
+        if self.reducer is not None:
+            self.reducer.reduce_gradients()
+        self.steps += 1
+        return PipelineStepResult(run.loss_sum if grid.is_last_stage else None, rows, int(global_batch), m_count)
+
+
+class _Run:
+    """The state of one train_step: what each micro-batch's backward needs, and the sends in flight."""
+
+    def __init__(self, stage, X, y, edges, lo, step, global_batch):
+        self.stage, self.grid, self.comm = stage, stage.grid, stage.grid.pipe_comm
+        self.X, self.y, self.edges, self.lo = X, y, edges, lo
+        self.step, self.global_batch = step, global_batch
+        self.inputs, self.outputs, self.grads = {}, {}, {}
+        self.sends = []  # (request, array): the array must live until the send completes
+        self.loss_sum = 0.0
+
+    def _rows(self, m) -> slice:  # micro-batch m's rows within this replica's shard
+        return slice(self.edges[m] - self.lo, self.edges[m + 1] - self.lo)
+
+    def recv_forward(self, m):
+        sample, dtype, _ = self.stage._io
+        shape = (self.edges[m + 1] - self.edges[m], *sample)
+        data = p2p.recv_array(self.comm, shape, dtype, self.grid.prev_rank, p2p.tag(m, "forward"),
+                              what=f"activation of micro-batch {m} from stage {self.grid.stage - 1}").wait()
+        self.inputs[m] = Tensor(data, requires_grad=True)  # a leaf: its .grad is what stage - 1 needs
+
+    def forward(self, m):
+        x = self.inputs[m] if m in self.inputs else Tensor(self.X[self._rows(m)])
+        with random.batch(self.step, first_sample=self.edges[m]) as b:
+            b.draws = self.stage._io[2]  # the draws one process's forward makes in the earlier stages
+            out = self.stage(x)
+        if self.grid.is_last_stage:
+            total = self.stage.loss_fn(out, self.y[self._rows(m)])
+            self.loss_sum += float(total.item())
+            out = total / self.global_batch
+        self.outputs[m] = out
+
+    def send_forward(self, m):
+        data = numpy.ascontiguousarray(self.outputs[m].data)
+        self._send(data, self.grid.next_rank, p2p.tag(m, "forward"),
+                   f"activation of micro-batch {m} to stage {self.grid.stage + 1}")
+
+    def recv_backward(self, m):
+        out = self.outputs[m]
+        self.grads[m] = p2p.recv_array(self.comm, tuple(out.shape), out.dtype, self.grid.next_rank,
+                                       p2p.tag(m, "backward"),
+                                       what=f"gradient of micro-batch {m} from stage {self.grid.stage + 1}").wait()
+
+    def backward(self, m):
+        out = self.outputs.pop(m)
+        if self.grid.is_last_stage:
+            autograd.backward([out])
+        else:
+            autograd.backward([out], [self.grads.pop(m)])
+
+    def send_backward(self, m):
+        x = self.inputs.pop(m)
+        grad = numpy.zeros(x.shape, x.dtype) if x.grad is None else numpy.ascontiguousarray(x.grad)
+        self._send(grad, self.grid.prev_rank, p2p.tag(m, "backward"),
+                   f"gradient of micro-batch {m} to stage {self.grid.stage - 1}")
+
+    def _send(self, data, dest, tag, what):
+        self.sends = [(r, a) for r, a in self.sends if not r.test()]  # let finished sends free their arrays
+        self.sends.append((p2p.send_array(self.comm, data, dest, tag, what=what), data))
+
+    def finish(self):
+        for request, _ in self.sends:
+            request.wait()
+        self.sends = []
+        if self.outputs or self.inputs or self.grads:
+            raise RuntimeError(f"stage {self.grid.stage}: the schedule left micro-batches "
+                               f"{sorted(set(self.outputs) | set(self.inputs) | set(self.grads))} without a backward")
