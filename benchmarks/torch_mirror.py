@@ -17,19 +17,28 @@ class Reshape(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
-class RecurrentClassifier(nn.Module):
-    """distbp.training.models.RecurrentClassifier: the image read row by row, a head on the last output."""
+class ImageRows(nn.Module):
+    """distbp.training.models.ImageRows: flat images as sequences, one time step per image row."""
 
-    def __init__(self, image_shape, rnn, head):
+    def __init__(self, image_shape):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.rnn, self.head = rnn, head
 
     def forward(self, x):
         n, (c, h, w) = x.shape[0], self.image_shape
-        seq = x.reshape(n, c, h, w).permute(0, 2, 1, 3).reshape(n, h, c * w)
-        output, _ = self.rnn(seq)
-        return self.head(output[:, -1])
+        return x.reshape(n, c, h, w).permute(0, 2, 1, 3).reshape(n, h, c * w)
+
+
+class LastOutput(nn.Module):
+    """distbp.training.models.LastOutput: a recurrent layer's last time step's output."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        output, _ = self.rnn(x)
+        return output[:, -1]
 
 
 def mirror(module) -> nn.Module:
@@ -62,6 +71,8 @@ def mirror(module) -> nn.Module:
         return getattr(nn, kind)()
     if kind == "Reshape":
         return Reshape(module.shape)
-    if kind == "RecurrentClassifier":
-        return RecurrentClassifier(module.image_shape, mirror(module.rnn), mirror(module.head))
+    if kind == "ImageRows":
+        return ImageRows(module.image_shape)
+    if kind == "LastOutput":
+        return LastOutput(mirror(module.rnn))
     raise TypeError(f"no torch mirror for distbp layer {kind}")

@@ -1,7 +1,8 @@
-"""Time data-parallel training steps on synthetic data; alone or under mpiexec.
+"""Time data-parallel or pipeline-parallel training steps on synthetic data; alone or under mpiexec.
 
     OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python -m distbp.bench --model mlp --batch-per-rank 256 --json
     python -m distbp.bench --model cnn --steps 10           # world of one, no launcher
+    mpiexec -n 2 python -m distbp.bench --pipeline-stages 2 --micro-batches 8 --schedule 1f1b
 
 Prints a table (or one JSON object with --json) with world_size, samples_per_sec (all ranks),
 step_ms, comm_wait_ms (median over steps of the longest time any rank waits for its allreduces
@@ -11,6 +12,15 @@ bytes_reduced_per_step, and with --compare-bare a bare mpi4py Allreduce of the s
 DDP's fused-bucket allreduces (bucket_*: the collectives through distbp's seam) and DDP's whole
 reduction (ddp_reduce_*: also copying every gradient into its bucket, a memory pass torch does too).
 Timings on a shared machine vary up to 2x run to run: compare figures from one run.
+
+With --pipeline-stages P (world = P stages x world/P data-parallel replicas; --batch-per-rank then
+counts the samples of one replica, the global batch is that times the replicas) it reports
+samples_per_sec, step_ms and, per stage (summed over the timed steps of replica 0's ranks):
+bubble_pct, the share of the step the stage spends blocked in receives, waiting on its neighbours,
+next to bubble_ideal_pct = (P-1)/(M+P-1), the simulated schedule's idle share;
+peak_activation_bytes, the most bytes held for backward at once (arrays saved between a
+micro-batch's forward and its backward, the largest over the steps); messages_per_step and
+bytes_sent_per_step (activations and gradients to the neighbours).
 """
 from __future__ import annotations
 
@@ -26,6 +36,9 @@ import distbp as db
 from distbp import nn
 from distbp.distributed import DistributedDataParallel, get_comm, init
 from distbp.distributed.comm import SelfComm
+from distbp.distributed.grid import ProcessGrid
+from distbp.distributed.pipeline import PipelineStage, partition
+from distbp.distributed.pipeline.schedule import SCHEDULES
 from distbp.optim import SGD
 from distbp.training import registry
 
@@ -39,11 +52,14 @@ _DEFAULT = ((784,), {"image_shape": (1, 28, 28)})
 CLASSES = 10
 
 
-def build_model(name: str, sizes: list[int]):
-    """The zoo model, and the shape of one input sample and the number of classes."""
+def build_model(name: str, sizes: list[int], pipeline: bool = False):
+    """The zoo model, and the shape of one input sample and the number of classes. A pipeline's cnn
+    has no batch norm (a stage sees one micro-batch at a time, so PipelineStage refuses it)."""
     if name == "mlp":   # --sizes: inputs, hidden layers..., classes
         return registry.build_model("mlp", (sizes[0],), sizes[-1], hidden=sizes[1:-1]), (sizes[0],), sizes[-1]
     in_shape, options = _SHAPES.get(name, _DEFAULT)
+    if pipeline and name == "cnn":
+        options = {**options, "batch_norm": False}
     return registry.build_model(name, in_shape, CLASSES, **options), in_shape, CLASSES
 
 
@@ -93,6 +109,13 @@ def parse_args(argv=None):
     p.add_argument("--scaling", type=int, metavar="BLOCKS", default=0,
                    help="weak scaling under mpiexec: BLOCKS rounds of three blocks of --steps steps: rank 0 "
                         "alone (the others sleep), every rank alone at once, and all ranks data-parallel")
+    p.add_argument("--pipeline-stages", type=int, default=None, metavar="P",
+                   help="pipeline-parallel: P stages x world/P data-parallel replicas")
+    p.add_argument("--micro-batches", type=int, default=4, metavar="M", help="micro-batches per step (pipeline)")
+    p.add_argument("--schedule", default="1f1b", choices=list(SCHEDULES), help="pipeline schedule")
+    p.add_argument("--partition", default="uniform", metavar="uniform|parameters|i,j,...",
+                   help="where to cut the model into stages: equal layer counts, balanced parameters, "
+                        "or split points in the model's layer list")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name in ("batch_per_rank", "steps"):
@@ -106,6 +129,21 @@ def parse_args(argv=None):
         p.error(f"--sizes must be comma-separated integers such as 784,1024,1024,10, got {args.sizes!r}")
     if len(args.sizes) < 2 or min(args.sizes) < 1:
         p.error(f"--sizes needs at least two positive sizes, got {args.sizes}")
+    if args.pipeline_stages is not None:
+        if args.pipeline_stages < 1 or args.micro_batches < 1:
+            p.error(f"--pipeline-stages and --micro-batches must be at least 1, got {args.pipeline_stages} "
+                    f"and {args.micro_batches}")
+        if args.micro_batches > args.batch_per_rank:
+            p.error(f"--micro-batches {args.micro_batches} exceeds --batch-per-rank {args.batch_per_rank}: "
+                    "every micro-batch needs a sample")
+        if args.device != "cpu" or args.scaling or args.compare_bare:
+            p.error("--pipeline-stages runs on the cpu, without --scaling or --compare-bare")
+        if args.partition not in ("uniform", "parameters"):
+            try:
+                args.partition = [int(s) for s in args.partition.split(",")]
+            except ValueError:
+                p.error(f"--partition must be uniform, parameters or comma-separated split points such as 4,7, "
+                        f"got {args.partition!r}")
     return args
 
 
@@ -177,9 +215,62 @@ def run_scaling(args, comm) -> dict:
     return out
 
 
+def run_pipeline(args, comm) -> dict:
+    """Time pipeline-parallel steps (SGD, lr 0.01) and gather each stage's PipelineStage.last_stats."""
+    grid = ProcessGrid(comm, pipeline_stages=args.pipeline_stages)
+    db.manual_seed(0)
+    model, in_shape, classes = build_model(args.model, args.sizes, pipeline=True)
+    bounds = partition(model, grid.num_stages, args.partition)
+    stage = PipelineStage(model, grid, bounds, args.schedule)
+    del model  # the stage keeps its own layers only
+    params = list(stage.parameters())
+    opt = SGD(params, lr=0.01) if params else None
+    rng = numpy.random.default_rng(grid.replica)
+    n, global_batch = args.batch_per_rank, args.batch_per_rank * grid.dp_size
+    x = rng.standard_normal((n,) + in_shape).astype(args.dtype)
+    y = rng.integers(0, classes, n)
+
+    def step():
+        if opt:
+            opt.zero_grad()
+        stage.train_step(x, y, global_batch, args.micro_batches)
+        if opt:
+            opt.step()
+        return stage.last_stats
+
+    for _ in range(args.warmup):
+        step()
+    stats = []
+    comm.barrier()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        stats.append(step())
+    comm.barrier()
+    total = time.perf_counter() - t0
+    mine = {"stage": grid.stage, "replica": grid.replica,
+            "bubble_pct": 100 * sum(s.recv_wait_s for s in stats) / sum(s.step_s for s in stats),
+            "peak": max(s.peak_activation_bytes for s in stats),
+            "messages": stats[-1].messages_sent, "bytes": stats[-1].bytes_sent}
+    ranks = sorted((r for r in comm.allgather_obj(mine) if r["replica"] == 0), key=lambda r: r["stage"])
+    p, m = grid.num_stages, args.micro_batches
+    return {
+        "model": args.model, "world_size": comm.size, "pipeline_stages": p, "dp_size": grid.dp_size,
+        "schedule": args.schedule, "micro_batches": m, "partition": [list(b) for b in bounds],
+        "batch_per_rank": n, "global_batch": global_batch, "dtype": args.dtype, "threads": args.threads,
+        "samples_per_sec": global_batch * args.steps / total, "step_ms": 1e3 * total / args.steps,
+        "bubble_pct": [round(r["bubble_pct"], 2) for r in ranks],
+        "bubble_ideal_pct": 100 * (p - 1) / (m + p - 1),
+        "peak_activation_bytes": [r["peak"] for r in ranks],
+        "messages_per_step": [r["messages"] for r in ranks],
+        "bytes_sent_per_step": [r["bytes"] for r in ranks],
+    }
+
+
 def run(args) -> dict:
     comm = init(threads=args.threads)
     db.set_default_dtype(numpy.dtype(args.dtype))
+    if args.pipeline_stages is not None:
+        return run_pipeline(args, comm)
     if args.scaling:
         return run_scaling(args, comm)
     step, ddp = make_step(args, comm)
@@ -221,7 +312,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         out = run(args)
-    except (ValueError, RuntimeError) as e:  # bad model/device choice: one clear line, no traceback
+    except (ValueError, RuntimeError, TypeError) as e:  # bad model/device/grid: one clear line, no traceback
         print(f"distbp.bench: error: {e}", file=sys.stderr)
         return 2
     if get_comm().rank == 0:

@@ -47,7 +47,8 @@ def small_model(name: str, dropout: float = 0.0):
 
 
 def small_gru():
-    """The small GRU classifier (sequences of 4 steps of 3 features, 3 classes)."""
+    """The small GRU zoo model: 4x3 images read as 4 steps of 3 features (ImageRows, LastOutput(GRU),
+    Linear), 3 classes."""
     return small_model("gru")[0]
 
 

@@ -14,11 +14,20 @@ import numpy
 
 from . import backend, distributed
 from .data import DataError, global_batches, load_dataset, num_batches
+from .distributed.pipeline import format_schedules
+from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config
 from .training.metrics import format_confusion_matrix
 from .training.runlog import RunLog, describe, public
-from .training.trainer import Trainer, UsageError, model_for, optimizer_for
+from .training.trainer import (
+    Trainer,
+    UsageError,
+    micro_batch_count,
+    model_for,
+    optimizer_for,
+    pipeline_stage_for,
+)
 
 LOG_EVERY = 100   # steps between log points (also at epoch ends and checkpoints): one allreduce of losses
 
@@ -57,10 +66,15 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         raise DataError(str(e)) from None
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = model_for(cfg, data).to(cfg.device)
-    optimizer = optimizer_for(cfg, model.parameters())
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
+    if cfg.pipeline_stages > 1:   # this rank keeps its stage's layers; the rest of the model is dropped
+        sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
+        model = pipeline_stage_for(cfg, model, comm, data.task, sizes)
+    params = list(model.parameters())
+    optimizer = optimizer_for(cfg, params) if params else None   # a stage of activations only has none
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
-                      checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict())
+                      checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
+                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size)
     if ckpt is not None:
         trainer.resume(ckpt)
 
@@ -69,8 +83,14 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if ckpt is not None:
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
-    log.print(f"{data!r}; model {cfg.model} {sum(p.data.size for p in model.parameters())} parameters; "
-              f"{comm.size} rank(s); {total} steps of global batch {cfg.batch_size}")
+    count = sum(p.data.size for p in model.parameters())
+    grid = trainer.grid
+    if grid is not None:   # the whole model's size, as one process would print it
+        count = int(comm.allreduce(numpy.array([count if grid.replica == 0 else 0], dtype=numpy.int64))[0])
+    layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s), "
+              f"schedule {cfg.schedule}" if grid is not None else f"{comm.size} rank(s)")
+    log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
+              f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1
     try:
         while trainer.global_step < total:
@@ -100,7 +120,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                 log.record(split="val", step=trainer.global_step, epoch=trainer.epoch, **public(val))
                 line += f" | val {describe(val, data.task)}"
             if comm.size > 1:                # what communication costs: backward's wait for the allreduces
-                line += f" | comm wait {100 * (trainer.comm_wait_s - wait_before) / seconds:.1f}% of the epoch"
+                what = "comm wait" if trainer.grid is None else "rank 0 waited on its neighbours"
+                line += f" | {what} {100 * (trainer.comm_wait_s - wait_before) / seconds:.1f}% of the epoch"
             log.print(f"{line} | {sum(map(len, batches[start:])) / seconds:.0f} samples/s")
         log.flush(trainer)
         if last_saved != trainer.global_step:
@@ -120,10 +141,23 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     return test
 
 
+def show_schedule(cfg: TrainConfig, comm) -> None:
+    """Print every stage's timeline of one step for cfg's pipeline (rank 0); no data, no model."""
+    stages = cfg.pipeline_stages
+    micro = micro_batch_count(cfg.batch_size, max(comm.size // stages, 1), stages, cfg.micro_batches,
+                              cfg.micro_batch_size)
+    if comm.is_root:
+        print(f"schedule {cfg.schedule}: {stages} stage(s), {micro} micro-batch(es) per step", flush=True)
+        print(format_schedules(build_schedules(cfg.schedule, stages, micro)), flush=True)
+
+
 def main(argv=None) -> int:
     """Entry point; every user mistake ends as one line on stderr and exit status 2."""
     try:
         cfg, explicit = parse_config(argv)
+        if cfg.show_schedule:
+            show_schedule(cfg, distributed.get_comm())
+            return 0
         run(cfg, explicit)
         return 0
     except (UsageError, ConfigError, DataError, CheckpointError) as e:

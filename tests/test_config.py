@@ -81,6 +81,13 @@ def test_bad_flags_give_one_line(argv, words):
     (["--test-fraction", "0"], "invalid test_fraction 0.0"),
     (["--hidden", "0"], "invalid hidden [0]"),
     (["--keep-checkpoints", "0"], "invalid keep_checkpoints 0"),
+    (["--pipeline-stages", "0"], "invalid pipeline_stages 0: must be at least 1"),
+    (["--micro-batches", "-1"], "invalid micro_batches -1: must be 0 or more"),
+    (["--micro-batches", "4", "--micro-batch-size", "8"], "give --micro-batches or --micro-batch-size, not both"),
+    (["--schedule", "zb"], "invalid schedule 'zb': choose one of gpipe, 1f1b"),
+    (["--partition", "even"], "invalid partition 'even': give uniform, parameters or increasing layer indices"),
+    (["--partition", "4,2"], "invalid partition '4,2': split points must be positive and increase strictly"),
+    (["--partition", "0,2"], "invalid partition '0,2'"),
 ])
 def test_bad_values_name_key_value_and_rule(argv, words):
     with pytest.raises(ConfigError) as e:
@@ -114,3 +121,19 @@ def test_names_and_help_come_from_the_registry(capsys):
         del registry.MODELS["config_test_net"]
     with pytest.raises(ConfigError, match="invalid model 'config_test_net'"):
         parse_config(["--model", "config_test_net"])
+
+
+def test_pipeline_settings_from_flags_and_toml(tmp_path):
+    cfg, _ = parse_config([])
+    assert (cfg.pipeline_stages, cfg.micro_batches, cfg.micro_batch_size, cfg.schedule, cfg.partition,
+            cfg.show_schedule) == (1, 0, 0, "1f1b", "uniform", False)
+    cfg, explicit = parse_config(["--pipeline-stages", "2", "--micro-batches", "8", "--schedule", "gpipe",
+                                  "--partition", "3", "--show-schedule"])
+    assert (cfg.pipeline_stages, cfg.micro_batches, cfg.schedule, cfg.partition, cfg.show_schedule) == (
+        2, 8, "gpipe", "3", True)
+    assert {"pipeline_stages", "micro_batches", "schedule", "partition", "show_schedule"} <= explicit
+    path = _toml(tmp_path, 'pipeline_stages = 4\nmicro_batch_size = 16\npartition = "2,5,7"\n')
+    cfg, _ = parse_config(["--config", path])
+    assert (cfg.pipeline_stages, cfg.micro_batch_size, cfg.partition) == (4, 16, "2,5,7")
+    with pytest.raises(ConfigError, match="pipeline_stages must be an integer"):
+        parse_config(["--config", _toml(tmp_path, 'pipeline_stages = "2"\n')])

@@ -47,9 +47,34 @@ def test_recurrent_model_reads_image_rows_as_time_steps():
     db.set_default_dtype(np.float64)
     m = build_model("gru", (12,), 2, hidden=[3], image_shape=(1, 3, 4))
     x = np.random.default_rng(1).standard_normal((2, 12))
-    out, _ = m.rnn(db.tensor(x.reshape(2, 3, 4)))           # rows (N, H=3 steps, W=4 features)
-    expected = out[:, -1].numpy() @ m.head.weight.data.T + m.head.bias.data
+    out, _ = m[1].rnn(db.tensor(x.reshape(2, 3, 4)))        # rows (N, H=3 steps, W=4 features)
+    expected = out[:, -1].numpy() @ m[2].weight.data.T + m[2].bias.data
     np.testing.assert_allclose(m(db.tensor(x)).numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, cell", [("gru", nn.GRU), ("lstm", nn.LSTM)])
+def test_recurrent_models_are_layer_lists_rows_then_last_output_then_head(name, cell):
+    # a layer list, so a pipeline can cut it between any two layers; each layer passes one tensor on
+    m = build_model(name, (24,), 5, hidden=[7], image_shape=(2, 3, 4))
+    assert isinstance(m, nn.Sequential) and len(m) == 3
+    assert isinstance(m[1].rnn, cell) and (m[1].rnn.input_size, m[1].rnn.hidden_size) == (8, 7)
+    assert (m[2].in_features, m[2].out_features) == (7, 5)
+    x = np.arange(2 * 24.0).reshape(2, 24)
+    rows = m[0](db.tensor(x)).numpy()                        # (N, H, C*W): row i of every channel
+    assert rows.shape == (2, 3, 8)
+    np.testing.assert_array_equal(rows[1, 2], np.concatenate([x[1].reshape(2, 3, 4)[c, 2] for c in range(2)]))
+    assert m[1](m[0](db.tensor(x))).shape == (2, 7)
+    assert [k for k, _ in m.named_parameters()][-2:] == ["2.weight", "2.bias"]
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_recurrent_model_loss_gradient_matches_finite_differences(name):
+    db.set_default_dtype(np.float64)
+    m = build_model(name, (12,), 3, hidden=[3], image_shape=(2, 2, 3))
+    y = np.array([0, 2])
+    x = db.tensor(np.random.default_rng(2).standard_normal((2, 12)), requires_grad=True)
+    db.gradcheck(lambda x: F.cross_entropy(m(x), y, reduction="sum"), [x])
+    db.gradcheck(lambda *w: F.cross_entropy(m(x), y, reduction="sum"), list(m.parameters()))
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -77,11 +77,17 @@ def test_bad_stages_or_split_points_are_one_clear_error(stages, method, words):
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm"])
-def test_recurrent_zoo_models_are_refused_naming_the_ones_that_split(name):
-    model = build_model(name, (16,), 3, hidden=[4], image_shape=(1, 4, 4))
+def test_recurrent_zoo_models_split_between_rows_recurrent_layer_and_head(name):
+    model = build_model(name, (16,), 3, hidden=[4], image_shape=(1, 4, 4))  # ImageRows, LastOutput, Linear
+    assert partition(model, 3) == [(0, 1), (1, 2), (2, 3)]
+    assert partition(model, 2) == [(0, 2), (2, 3)]
+    assert partition(model, 2, "parameters") == [(0, 2), (2, 3)]  # the recurrent layer outweighs the head
+
+
+def test_a_model_that_is_not_a_layer_list_is_refused_naming_the_zoo_models_that_split():
     with pytest.raises(TypeError) as e:
-        partition(model, 2)
-    assert "RecurrentClassifier is not one" in str(e.value) and "mlp, linear, cnn can be split" in str(e.value)
+        partition(nn.GRU(4, 4, batch_first=True), 2)
+    assert "GRU is not one" in str(e.value) and "mlp, linear, cnn, gru, lstm are" in str(e.value)
 
 
 def test_batch_norm_is_refused_saying_why():

@@ -350,3 +350,80 @@ def test_cli_unwritable_places_and_missing_gpu_are_one_line_errors(tmp_path):
 def test_float64_training_keeps_float64_weights(tmp_path):
     assert main([*FAST, "--dtype", "float64", "--steps", "3", "--checkpoint-dir", str(tmp_path)]) == 0
     assert all(v.dtype == np.float64 for v in _weights(checkpoint.latest(tmp_path)).values())
+
+
+# ----- pipeline parallelism: --pipeline-stages P, stages x replicas -----
+PIPE = [*FAST, "--epochs", "1", "--batch-size", "50", "--dtype", "float64", "--hidden", "24,16", "--dropout", "0.2",
+        "--optimizer", "adam", "--lr", "0.003"]   # mlp of 8 layers; 26 steps, the last batch has 8 samples
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, extra", [
+    (2, ["--schedule", "gpipe", "--micro-batches", "3"]),       # 25 samples in micro-batches of 9, 8, 8
+    (2, ["--micro-batches", "3"]),                              # 1f1b, the default
+    (4, ["--schedule", "gpipe", "--micro-batch-size", "7", "--partition", "parameters"]),   # 2 stages x 2
+], ids=["2-stages-gpipe", "2-stages-1f1b", "2x2"])
+def test_pipeline_stages_match_one_process(tmp_path, ranks, extra):
+    many, one = tmp_path / "many", tmp_path / "one"
+    result = _mpi_train(ranks, *PIPE, "--pipeline-stages", "2", *extra, "--checkpoint-dir", str(many),
+                        "--log-dir", str(many))
+    assert f"{ranks} rank(s) as 2 pipeline stages x {ranks // 2} replica(s)" in result.stdout
+    assert main([*PIPE, "--checkpoint-dir", str(one), "--log-dir", str(one)]) == 0
+    _assert_close(one, many)     # one file, the single-process names, optimizer state included
+    assert checkpoint.load(checkpoint.latest(many)).meta["pipeline_stages"] == 2
+    a, b = _train_losses(one), _train_losses(many)
+    assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 26
+    np.testing.assert_allclose([r[2] for r in b], [r[2] for r in a], rtol=1e-10)
+    val = [json.loads(line) for line in (many / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    assert [r["confusion_matrix"] for r in val if r["split"] == "test"] == [
+        r["confusion_matrix"] for r in ref if r["split"] == "test"]   # evaluation through the stages
+
+
+@needs_mpi
+def test_a_run_resumes_across_grids_and_ends_as_the_unbroken_run(tmp_path):
+    # 1 process -> 2 stages -> 2 stages x 2 replicas -> 1 process, 26 steps in all (adam: optimizer state moves)
+    assert main([*PIPE, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    mix = str(tmp_path / "mix")
+    assert main([*PIPE, "--checkpoint-dir", mix, "--steps", "7"]) == 0
+    _mpi_train(2, *PIPE, "--checkpoint-dir", mix, "--resume", "--steps", "14", "--pipeline-stages", "2")
+    _mpi_train(4, *PIPE, "--checkpoint-dir", mix, "--resume", "--steps", "20", "--pipeline-stages", "2",
+               "--schedule", "gpipe")
+    assert checkpoint.load(checkpoint.latest(mix)).meta["world_size"] == 4
+    assert main([*PIPE, "--checkpoint-dir", mix, "--resume"]) == 0
+    assert checkpoint.load(checkpoint.latest(mix)).meta["step"] == 26
+    _assert_close(tmp_path / "one", mix)
+
+
+def test_show_schedule_prints_every_stage_and_exits_without_training(tmp_path):
+    from distbp.distributed.pipeline import format_schedules
+    from distbp.distributed.pipeline.schedule import build_schedules
+    for args, (name, stages, micro) in [(["--pipeline-stages", "2"], ("1f1b", 2, 2)),
+                                        (["--pipeline-stages", "3", "--micro-batches", "5", "--schedule", "gpipe"],
+                                         ("gpipe", 3, 5)),
+                                        (["--pipeline-stages", "2", "--micro-batch-size", "10"], ("1f1b", 2, 7))]:
+        result = _cli(*args, "--show-schedule", "--checkpoint-dir", str(tmp_path / "c"), cwd=tmp_path)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == f"schedule {name}: {stages} stage(s), {micro} micro-batch(es) per step"
+        assert "\n".join(lines[1:]) == format_schedules(build_schedules(name, stages, micro))
+    assert not (tmp_path / "c").exists()
+
+
+def test_pipeline_usage_errors_in_one_process(tmp_path):
+    _one_line_error(_cli("--pipeline-stages", "2", "--checkpoint-dir", str(tmp_path)),
+                    "world size 1 is not a multiple of it; launch 2 ranks")
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, args, words", [
+    (3, ["--pipeline-stages", "2"], "the world size 3 is not a multiple of it; launch 2 or 4 ranks"),
+    (4, ["--pipeline-stages", "4", "--model", "linear"], "cannot split a model of 2 layers into 4 stages"),
+    (4, ["--pipeline-stages", "2", "--micro-batches", "40"], "--micro-batches 40: a replica holds only 32 samples"),
+    (2, ["--pipeline-stages", "2", "--partition", "9"], "split points [9] must increase strictly and lie in 1..3"),
+    (2, ["--pipeline-stages", "2", "--partition", "1,2"], "2 stages need 1 split points, got 2"),
+])
+def test_pipeline_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, ranks, args, words):
+    _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),
+                    words)
+    assert not tmp_path.exists() or not os.listdir(tmp_path)      # no rank trained or saved

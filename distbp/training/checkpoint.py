@@ -1,7 +1,9 @@
 """Checkpoints: one `.safetensors` file per save, written atomically by rank 0.
 
 Tensors: `model/<state_dict key>` (weights and buffers) and `optim/<param index>/<state name>`
-(optimizer state arrays). Metadata (strings): `format`, `meta` (JSON: step, epoch, position in the
+(optimizer state arrays). The index is the parameter's position in the single-process model's
+`parameters()`, whatever grid wrote the file: pipeline stages map it to and from parameter names
+(distbp/training/pipeline_state.py), so a run resumes on another grid. Metadata (strings): `format`, `meta` (JSON: step, epoch, position in the
 epoch, RNG state, config -- whatever the trainer passes), `optimizer` (JSON: param_groups and
 non-array state) and `crc32` over every tensor, so a flipped byte is caught, not trained on.
 `safetensors.numpy.load_file` reads the file with no distbp installed.
@@ -65,10 +67,16 @@ def _jsonable(value):
 
 def pack(model, optimizer, meta: dict) -> tuple[dict, dict]:
     """(tensors, metadata) for safetensors from a model, an optimizer (or None) and trainer metadata."""
-    tensors = {f"model/{k}": _contiguous(v) for k, v in model.state_dict().items()}
+    return pack_state(model.state_dict(), optimizer.state_dict() if optimizer is not None else None, meta)
+
+
+def pack_state(model_state: dict, optimizer_state: dict | None, meta: dict) -> tuple[dict, dict]:
+    """`pack` from a model's state_dict and an optimizer's (torch layout), e.g. gathered from pipeline
+    stages (distbp/training/pipeline_state.py)."""
+    tensors = {f"model/{k}": _contiguous(v) for k, v in model_state.items()}
     opt = {"param_groups": [], "scalars": {}}
-    if optimizer is not None:
-        sd = optimizer.state_dict()
+    if optimizer_state is not None:
+        sd = optimizer_state
         opt["param_groups"] = sd["param_groups"]
         for index, state in sd["state"].items():
             for name, value in state.items():
@@ -101,14 +109,16 @@ def write_atomic(path: str, data: bytes) -> None:
         pass
 
 
-def save(path: str, model, optimizer, meta: dict, comm=None) -> None:
+def save(path: str, model, optimizer, meta: dict, comm=None, state=None) -> None:
     """Collective save: rank 0 writes `path` atomically while the other ranks wait for its outcome.
+    `state`: (model state_dict, optimizer state_dict) to write instead of `model`'s and `optimizer`'s
+    (needed on rank 0 only).
 
     A failed write (no space, no permission) raises CheckpointError on every rank, so none hangs."""
     failure = None
     if comm is None or comm.is_root:
         from safetensors.numpy import save as st_save
-        tensors, metadata = pack(model, optimizer, meta)
+        tensors, metadata = pack(model, optimizer, meta) if state is None else pack_state(*state, meta)
         try:
             write_atomic(path, st_save(tensors, metadata=metadata))
         except OSError as e:

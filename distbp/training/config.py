@@ -16,6 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - pyproject pulls tomli in on 3.10
     import tomli as tomllib
 
+from ..distributed.pipeline.schedule import SCHEDULES
 from . import registry
 from .checkpoint import CheckpointError
 
@@ -60,6 +61,15 @@ class TrainConfig:
     resume: str = _opt("", "continue from the newest checkpoint in --checkpoint-dir, or from PATH")
     log_dir: str = _opt("", "write metrics.jsonl here (plot it with python -m distbp.plot DIR)")
     progress: bool = _opt(True, "progress bar on rank 0 (only on a terminal)")
+    pipeline_stages: int = _opt(1, "split the model into P consecutive stages on P ranks (world size a multiple "
+                                   "of P; data parallelism takes the rest)")
+    micro_batches: int = _opt(0, "micro-batches per replica and step in a pipeline (0: one per stage, or as "
+                                 "--micro-batch-size gives)")
+    micro_batch_size: int = _opt(0, "samples per micro-batch instead of --micro-batches (0: not used)")
+    schedule: str = _opt("1f1b", "pipeline schedule: {schedule}")
+    partition: str = _opt("uniform", "where to cut the model into stages: uniform (equal layer counts), "
+                                     "parameters (balanced parameter counts) or split points i,j,...")
+    show_schedule: bool = _opt(False, "print every stage's timeline for this run's pipeline, then exit")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,11 +136,39 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("hidden", "give one or more positive sizes, e.g. 128,64")
     if not cfg.dataset:
         bad("dataset", "give a built-in name or a path")
+    if cfg.pipeline_stages < 1:
+        bad("pipeline_stages", "must be at least 1")
+    for key in ("micro_batches", "micro_batch_size"):
+        if getattr(cfg, key) < 0:
+            bad(key, "must be 0 or more")
+    if cfg.micro_batches and cfg.micro_batch_size:
+        raise ConfigError(f"give --micro-batches or --micro-batch-size, not both (got {cfg.micro_batches} and "
+                          f"{cfg.micro_batch_size})")
+    if cfg.schedule not in SCHEDULES:
+        bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
+    try:
+        partition_method(cfg.partition)
+    except ValueError as e:
+        bad("partition", str(e))
+
+
+def partition_method(text: str):
+    """--partition as `distributed.pipeline.partition` takes it: a method name or a list of split points."""
+    if text in ("uniform", "parameters"):
+        return text
+    try:
+        points = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError("give uniform, parameters or increasing layer indices like 3 or 2,5") from None
+    if points != sorted(set(points)) or points[0] < 1:
+        raise ValueError("split points must be positive and increase strictly, like 2,5")
+    return points
 
 
 def help_of(name: str) -> str:
     """The help line of a setting, with today's registered names filled in."""
-    names = {k: ", ".join(table) for k, table in {**_REGISTERED, "dataset": registry.DATASETS}.items()}
+    names = {k: ", ".join(table) for k, table in {**_REGISTERED, "dataset": registry.DATASETS,
+                                                   "schedule": SCHEDULES}.items()}
     return FIELDS[name].metadata["help"].format(**names)
 
 
@@ -157,6 +195,8 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
         help_text = f"{help_of(name)} (default: {default!r})"
         if name == "progress":
             p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        elif name == "show_schedule":
+            p.add_argument(flag, action="store_true", help=help_of(name))
         elif name == "resume":
             p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)
         elif name == "hidden":

@@ -8,7 +8,8 @@ or a flat input whose length is a square is read as one channel.
     linear:   Flatten, Linear (linear/logistic regression).
     cnn:      2x (Conv2d 3x3 pad 1 [, BatchNorm2d if batch_norm], ReLU, MaxPool2d 2), Flatten,
               Linear to hidden[0] (default 64), activation, Linear; `channels` (16) in the first conv.
-    gru/lstm: the image read row by row, hidden size hidden[0] (default 64), Linear on the last output."""
+    gru/lstm: ImageRows (the image read row by row), LastOutput(GRU/LSTM of hidden size hidden[0],
+              default 64), Linear."""
 from __future__ import annotations
 
 import math
@@ -32,22 +33,40 @@ class Reshape(nn.Module):
         return ", ".join(map(str, self.shape))
 
 
-class RecurrentClassifier(nn.Module):
-    """Reads an image row by row with a GRU/LSTM and maps the last hidden output to the outputs."""
+class ImageRows(nn.Module):
+    """View flat images (N, C*H*W) as sequences (N, H, C*W): one time step per image row, all
+    channels of that row, so a recurrent layer reads the image top to bottom."""
 
-    def __init__(self, cell: str, image_shape: tuple, hidden_size: int, num_outputs: int):
+    def __init__(self, *image_shape: int):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        channels, _, width = self.image_shape
-        self.rnn = getattr(nn, cell.upper())(channels * width, hidden_size, batch_first=True)
-        self.head = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, x):
         n, (c, h, w) = x.shape[0], self.image_shape
-        # (N, C, H, W) -> (N, H, C*W): one time step per image row, all channels of that row
-        seq = x.reshape(n, c, h, w).permute(0, 2, 1, 3).reshape(n, h, c * w)
-        output, _ = self.rnn(seq)
-        return self.head(output[:, -1])
+        return x.reshape(n, c, h, w).permute(0, 2, 1, 3).reshape(n, h, c * w)
+
+    def extra_repr(self):
+        return ", ".join(map(str, self.image_shape))
+
+
+class LastOutput(nn.Module):
+    """A batch-first recurrent layer that returns only its last time step's output (N, hidden): one
+    tensor out, so it can sit in an nn.Sequential and at a pipeline stage's edge."""
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        output, _ = self.rnn(x)
+        return output[:, -1]
+
+
+def _recurrent(cell: str, image_shape: tuple, hidden_size: int, num_outputs: int):
+    c, _, w = image_shape
+    return nn.Sequential(ImageRows(*image_shape),
+                         LastOutput(getattr(nn, cell.upper())(c * w, hidden_size, batch_first=True)),
+                         nn.Linear(hidden_size, num_outputs))
 
 
 def image_shape_of(input_shape: tuple, image_shape=None) -> tuple:
@@ -106,11 +125,9 @@ def cnn(input_shape, num_outputs, *, hidden=None, activation="relu", image_shape
 
 @register_model("gru")
 def gru(input_shape, num_outputs, *, hidden=None, image_shape=None):
-    return RecurrentClassifier("gru", image_shape_of(input_shape, image_shape), hidden_sizes(hidden, [64])[0],
-                               num_outputs)
+    return _recurrent("gru", image_shape_of(input_shape, image_shape), hidden_sizes(hidden, [64])[0], num_outputs)
 
 
 @register_model("lstm")
 def lstm(input_shape, num_outputs, *, hidden=None, image_shape=None):
-    return RecurrentClassifier("lstm", image_shape_of(input_shape, image_shape), hidden_sizes(hidden, [64])[0],
-                               num_outputs)
+    return _recurrent("lstm", image_shape_of(input_shape, image_shape), hidden_sizes(hidden, [64])[0], num_outputs)

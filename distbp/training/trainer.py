@@ -10,7 +10,14 @@ No collective of its own runs in a step: `step` returns this rank's loss SUM (`S
 `mean_losses` reduces the sums of many steps in one allreduce at a log point. The divergence guard
 needs none either: a rank whose own loss is not finite backpropagates nan, so the reduced
 gradients -- identical on every rank -- are not finite everywhere, and every rank skips the update
-of the same step."""
+of the same step.
+
+Pipeline parallelism (`model` a PipelineStage): the stage runs its schedule over this replica's
+share of the batch, cut into micro-batches; its loss is the same sum / global batch, so the
+gradients are the same single-process mean gradient. Only the last stage has the loss: the other
+stages report a loss sum of 0, so the same one allreduce at a log point gives the global mean. The
+divergence verdict, though, needs one small allreduce per step: a stage without the loss, or
+without parameters, cannot see a non-finite loss in gradients it may not have."""
 from __future__ import annotations
 
 import math
@@ -23,7 +30,10 @@ from .. import random as distbp_random
 from ..autograd import no_grad, tensor
 from ..data import shard_bounds
 from ..distributed import DistributedDataParallel, get_comm
-from . import checkpoint, registry
+from ..distributed.grid import ProcessGrid
+from ..distributed.pipeline import PipelineStage, partition
+from . import checkpoint, pipeline_state, registry
+from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
 # The loss each task trains on, summed per sample (the division by the global batch is the Trainer's).
@@ -61,25 +71,48 @@ def _grads_finite(params) -> bool:
     return total is None or math.isfinite(float(total))
 
 
+def micro_batch_count(global_batch: int, replicas: int, stages: int, micro_batches: int = 0,
+                      micro_batch_size: int = 0) -> int:
+    """Micro-batches per replica for a step on `global_batch` samples: `micro_batches`, or enough of
+    `micro_batch_size` samples for the largest replica's share, or one per stage; but at most the
+    samples of the smallest replica (an uneven last batch may hold fewer)."""
+    if micro_batch_size:
+        largest = -(-global_batch // replicas)
+        wanted = -(-largest // micro_batch_size)
+    else:
+        wanted = micro_batches or stages
+    return max(1, min(wanted, global_batch // replicas))
+
+
 class Trainer:
     """Train `model` with `optimizer` on `comm`'s ranks (a world of one without a launcher).
 
     Several ranks: `model` is wrapped in DistributedDataParallel (every rank must build the same
     model; rank 0's weights are broadcast). Progress: `global_step` (optimizer steps taken), `epoch`
     and `position` (batches done in the epoch; the epoch rolls over after `batches_per_epoch`).
-    Checkpoints go to `checkpoint_dir` (newest `keep_checkpoints` kept) with `config` in their meta."""
+    Checkpoints go to `checkpoint_dir` (newest `keep_checkpoints` kept) with `config` in their meta.
+
+    `model` may be a PipelineStage (see `pipeline_stage_for`): then `optimizer` holds the stage's
+    parameters (None for a stage without any), each step cuts the replica's share into
+    `micro_batches` micro-batches (or micro-batches of `micro_batch_size` samples; default one per
+    stage), and checkpoints hold the whole model, gathered from replica 0's stages."""
 
     def __init__(self, model, optimizer, comm=None, task: str = "classification", device: str = "cpu", *,
                  batches_per_epoch: int | None = None, checkpoint_dir: str | None = None,
-                 keep_checkpoints: int = 3, config: dict | None = None):
+                 keep_checkpoints: int = 3, config: dict | None = None, micro_batches: int = 0,
+                 micro_batch_size: int = 0):
         if task not in TASK_LOSSES:
             raise ValueError(f"unknown task {task!r}; expected {' or '.join(TASK_LOSSES)}")
         self.model, self.optimizer, self.task, self.device = model, optimizer, task, device
         self.comm = comm or get_comm()
         self.loss_fn = registry.LOSSES[TASK_LOSSES[task]](reduction="sum")
+        self.grid = model.grid if isinstance(model, PipelineStage) else None
+        self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
         # The gradients are summed over ranks in buckets, overlapped with backward; average=False as
-        # each rank's loss is already divided by the global batch.
-        self.ddp = DistributedDataParallel(model, self.comm, average=False) if self.comm.size > 1 else None
+        # each rank's loss is already divided by the global batch. A pipeline stage sums its own
+        # over its replicas.
+        self.ddp = (DistributedDataParallel(model, self.comm, average=False)
+                    if self.comm.size > 1 and self.grid is None else None)
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
@@ -91,6 +124,8 @@ class Trainer:
         """One optimizer step on this rank's slice (X, y) of a global batch of `global_batch` samples,
         whose first sample is number `first_sample` of that batch. The weights are not updated when
         the reduced gradients are not finite (`updated` False; every rank sees the same)."""
+        if self.grid is not None:
+            return self._pipeline_step(X, y, global_batch)
         self.net.train()
         self.optimizer.zero_grad()
         with distbp_random.batch(step=self.global_step, first_sample=first_sample):
@@ -106,16 +141,44 @@ class Trainer:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
         if updated:
-            self.optimizer.step()
-            self.global_step += 1
-            self.position += 1
-            if self.batches_per_epoch and self.position == self.batches_per_epoch:
-                self.epoch, self.position = self.epoch + 1, 0
+            self._update()
         return StepResult(loss_sum, len(X), global_batch, scale, updated)
 
+    def _update(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.step()
+        self.global_step += 1
+        self.position += 1
+        if self.batches_per_epoch and self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def num_micro_batches(self, global_batch: int) -> int:
+        return micro_batch_count(global_batch, self.grid.dp_size, self.grid.num_stages, self.micro_batches,
+                                 self.micro_batch_size)
+
+    def _pipeline_step(self, X, y, global_batch: int) -> StepResult:
+        grid, stage = self.grid, self.model
+        stage.train()
+        if self.optimizer is not None:
+            self.optimizer.zero_grad()
+        result = stage.train_step(X, y, global_batch, self.num_micro_batches(global_batch), step=self.global_step)
+        self.comm_wait_s += stage.last_stats.recv_wait_s
+        per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
+        loss_sum = result.loss_sum * per_sample if grid.is_last_stage else 0.0
+        mine = _grads_finite(stage.parameters()) and math.isfinite(loss_sum)
+        # One number over the world: every stage of every replica skips the same step (see the module doc).
+        updated = float(self.comm.allreduce(numpy.array([0.0 if mine else 1.0]))[0]) == 0.0
+        if updated:
+            self._update()
+        return StepResult(loss_sum, len(X) if grid.is_last_stage else 0, global_batch,
+                          global_batch * per_sample, updated)
+
     def step_on(self, X, y, batch) -> StepResult:
-        """`step` on this rank's contiguous share of the global batch `batch` (indices into X, y)."""
-        lo, hi = shard_bounds(len(batch), self.comm.rank, self.comm.size)
+        """`step` on this rank's contiguous share of the global batch `batch` (indices into X, y); in a
+        pipeline, the share of this rank's replica."""
+        rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.comm.rank,
+                                                                                          self.comm.size)
+        lo, hi = shard_bounds(len(batch), rank, size)
         return self.step(X[batch[lo:hi]], y[batch[lo:hi]], len(batch), first_sample=lo)
 
     def mean_losses(self, results: list) -> list:
@@ -130,15 +193,12 @@ class Trainer:
         """Collective: metrics over a whole split. Each rank scores its contiguous shard; the counts
         (confusion matrix, error sums, loss sum) are summed exactly."""
         self.model.eval()
-        start, stop = shard_bounds(len(X), self.comm.rank, self.comm.size)
         classify = self.task == "classification"
         cm = numpy.zeros((num_classes, num_classes), numpy.int64) if classify else None
         sums = None if classify else numpy.zeros(5)
         loss = numpy.zeros(1)
         with no_grad():
-            for i in range(start, max(start, stop), chunk):
-                j = min(i + chunk, stop)
-                out = self.model(tensor(backend.to_device(X[i:j], self.device)))
+            for i, j, out in self._eval_outputs(X, chunk):
                 loss[0] += float(self.loss_fn(out, backend.to_device(y[i:j], self.device)).item())
                 pred = backend.to_numpy(out.data)
                 if classify:
@@ -153,6 +213,18 @@ class Trainer:
         self.comm.allreduce(sums)
         return {"loss": float(loss[0]) / (n * max(1, int(numpy.prod(y.shape[1:])))), **regression_summary(sums)}
 
+    def _eval_outputs(self, X, chunk: int):
+        """(start, stop, output) for the chunks of X this rank scores: its shard of X, or in a pipeline
+        (on the last stage; nothing elsewhere) its replica's shard run through every stage."""
+        if self.grid is not None:
+            start, stop = shard_bounds(len(X), self.grid.replica, self.grid.dp_size)
+            outs = self.model.forward_only(X[start:stop], stop - start, chunk)
+            return [(start + i, start + j, tensor(out)) for i, j, out in outs]
+        start, stop = shard_bounds(len(X), self.comm.rank, self.comm.size)
+        return ((i, min(i + chunk, stop), self.model(tensor(backend.to_device(X[i:min(i + chunk, stop)],
+                                                                             self.device))))
+                for i in range(start, max(start, stop), chunk))
+
     # ----- checkpoints -----
     def checkpoint_path(self, step: int | None = None) -> str:
         return checkpoint.checkpoint_path(self.checkpoint_dir, self.global_step if step is None else step)
@@ -163,16 +235,63 @@ class Trainer:
         meta = {"step": self.global_step, "epoch": self.epoch, "batch": self.position,
                 "rng": backend.get_rng_state(), "config": self.config, "world_size": self.comm.size}
         path = self.checkpoint_path()
-        checkpoint.save(path, self.model, self.optimizer, meta, self.comm)
+        if self.grid is not None:
+            meta["pipeline_stages"] = self.grid.num_stages
+            state = pipeline_state.gather_state(self.model, self.optimizer, self.grid)
+            checkpoint.save(path, None, None, meta, self.comm, state=state or ({}, None))
+        else:
+            checkpoint.save(path, self.model, self.optimizer, meta, self.comm)
         if self.comm.is_root:
             checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints)
         return path
 
     def resume(self, ckpt: checkpoint.Checkpoint) -> None:
         """Continue from a checkpoint every rank holds: weights, optimizer state, RNG and progress."""
-        checkpoint.restore(ckpt, self.model, self.optimizer)
+        if self.grid is not None:
+            pipeline_state.restore_stage(ckpt, self.model, self.optimizer)
+        else:
+            checkpoint.restore(ckpt, self.model, self.optimizer)
         backend.set_rng_state(ckpt.meta["rng"])
         self.global_step, self.epoch, self.position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch"]
+
+
+def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes) -> PipelineStage:
+    """This rank's PipelineStage of `model` for cfg's --pipeline-stages, --partition and --schedule.
+
+    Every check is a function of the settings and the model alone, so a wrong combination raises the
+    same UsageError on every rank before any rank waits on another. `batch_sizes`: the global batch
+    sizes the run steps on (a replica needs a sample for each micro-batch)."""
+    stages = cfg.pipeline_stages
+    if comm.size % stages:
+        lower = comm.size // stages * stages
+        use = " or ".join(str(n) for n in (lower, lower + stages) if n > 0)
+        raise UsageError(f"--pipeline-stages {stages}: the world size {comm.size} is not a multiple of it; "
+                         f"launch {use} ranks")
+    if cfg.device != "cpu":
+        raise UsageError(f"--pipeline-stages {stages} runs on --device cpu only")
+    dp = comm.size // stages
+    try:
+        bounds = partition(model, stages, partition_method(cfg.partition))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--pipeline-stages {stages} --partition {cfg.partition} with model {cfg.model!r}: "
+                         f"{e}") from None
+    fewest = min(batch_sizes) // dp
+    if fewest < 1:
+        raise UsageError(f"a global batch of {min(batch_sizes)} samples cannot feed {dp} pipeline replicas; "
+                         "use a larger --batch-size or fewer ranks")
+    most = cfg.batch_size // dp
+    if cfg.micro_batches > most or (not cfg.micro_batches and not cfg.micro_batch_size and stages > most):
+        wanted = cfg.micro_batches or stages
+        raise UsageError(f"--micro-batches {wanted}: a replica holds only {most} samples of the global batch of "
+                         f"{cfg.batch_size} ({dp} replicas); every micro-batch needs a sample")
+    if task == "classification":
+        loss = "cross_entropy"
+    else:
+        mse = registry.LOSSES[TASK_LOSSES[task]](reduction="sum")
+
+        def loss(out, y):   # the stage divides by the global batch; the Trainer scales by values per sample
+            return mse(out, y) / int(numpy.prod(y.shape[1:]))
+    return PipelineStage(model, ProcessGrid(comm, stages), bounds, cfg.schedule, loss=loss)
 
 
 def model_for(cfg, data):

@@ -14,7 +14,7 @@ import distbp as db
 from distbp import nn, random
 from distbp.distributed import DistributedDataParallel
 from distbp.distributed.sync_batchnorm import SyncBatchNorm
-from distbp.equivalence import small_gru as _GRUNet
+from distbp.equivalence import small_gru
 from distbp.optim import SGD
 
 TOL = 1e-10
@@ -161,7 +161,7 @@ def test_cnn_with_sync_batchnorm_equals_one_process_batchnorm(comm):
 @pytest.mark.mpi
 def test_gru_on_n_ranks_equals_one_process(comm):
     x, y = _data(8 * 3, (4, 3), 3)
-    ref, ddp = _run(_GRUNet, comm, x, y, batch=8, steps=20)
+    ref, ddp = _run(small_gru, comm, x, y, batch=8, steps=20)
     assert max_diff(ddp, ref) <= TOL
 
 

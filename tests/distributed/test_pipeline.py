@@ -93,6 +93,37 @@ def test_two_stages_equal_one_process(comm, make_model, schedule, micro_batches)
     _assert_equal(*_train(make_model, grid, x, y, micro_batches, schedule))
 
 
+def _gru():
+    return build_model("gru", (12,), 3, hidden=[8], image_shape=(1, 4, 3))  # ImageRows, LastOutput(GRU), Linear
+
+
+def _lstm():
+    return build_model("lstm", (12,), 3, hidden=[8], image_shape=(1, 4, 3))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("micro_batches", [1, 2, 7])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("make_model", [_gru, _lstm], ids=["gru", "lstm"])
+def test_recurrent_two_stages_equal_one_process(comm, make_model, schedule, micro_batches):
+    # the uniform cut puts the head alone in stage 2, which receives the last outputs (N, hidden)
+    # and sends back their gradient through every time step of stage 1's recurrence
+    grid = _grid(comm, 2)
+    x, y = _data(BATCH * 3, (12,), 3)
+    _assert_equal(*_train(make_model, grid, x, y, micro_batches, schedule))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_recurrent_layer_fed_image_rows_by_a_stage_without_parameters(comm, schedule):
+    # cut at 1: stage 1 only views the images as rows and sends 3-d sequences (N, H, C*W)
+    grid = _grid(comm, 2)
+    x, y = _data(BATCH * 3, (12,), 3)
+    ref, stage, ref_losses, losses = _train(_gru, grid, x, y, 4, schedule, method=[1])
+    assert bool(list(stage.parameters())) == (grid.stage == 1)
+    _assert_equal(ref, stage, ref_losses, losses)
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
 def test_as_many_stages_as_ranks_equal_one_process(comm, schedule):

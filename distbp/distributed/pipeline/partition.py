@@ -11,7 +11,7 @@ from ...nn import Sequential
 from ...nn.norm import _BatchNorm
 
 # The zoo models that are an nn.Sequential, named here because this package may not import the zoo.
-SPLITTABLE_ZOO_MODELS = ("mlp", "linear", "cnn")
+SPLITTABLE_ZOO_MODELS = ("mlp", "linear", "cnn", "gru", "lstm")
 
 
 def check_pipeline_model(model) -> None:
@@ -19,7 +19,7 @@ def check_pipeline_model(model) -> None:
     if not isinstance(model, Sequential):
         raise TypeError(
             f"a pipeline splits an nn.Sequential into consecutive layers, and {type(model).__name__} is not one "
-            f"(of the zoo, {', '.join(SPLITTABLE_ZOO_MODELS)} can be split; gru and lstm cannot)")
+            f"(the zoo's {', '.join(SPLITTABLE_ZOO_MODELS)} are; build a model as one to split it)")
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm):  # SyncBatchNorm too
             # A stage sees one micro-batch at a time, so its batch statistics (and the running

@@ -20,7 +20,8 @@ each train_step (point-to-point with the neighbouring stages, the first one also
 over pipe_comm, then the gradient sum over dp_comm)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy
 
@@ -50,6 +51,60 @@ class PipelineStepResult:
     samples: int          # this replica's samples in the step
     global_batch: int
     num_micro_batches: int
+
+
+@dataclass
+class PipelineStats:
+    """What one train_step cost this rank (`PipelineStage.last_stats`; always kept, it is a few
+    counters). `recv_wait_s` is the time blocked in receives, the stage waiting on its neighbours:
+    the bubble is its share of `step_s`. `activation_bytes[m]` is what micro-batch m holds for its
+    backward from its forward to its backward (the arrays its autograd graph saved, the received
+    input included, parameters not); `peak_activation_bytes` is the most held at once. Messages and
+    bytes count the sent activations and gradients (each also sends a small shape-and-dtype header)."""
+    step_s: float = 0.0
+    recv_wait_s: float = 0.0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    peak_activation_bytes: int = 0
+    activation_bytes: dict = field(default_factory=dict)
+
+    @property
+    def bubble(self) -> float:
+        return self.recv_wait_s / self.step_s if self.step_s > 0 else 0.0
+
+
+def _saved_bytes(out, exclude: set) -> int:
+    """Bytes of the distinct arrays that `out`'s autograd graph keeps for backward: what each node
+    saved and its inputs' data. An array and its views of the same extent count once; views of an
+    array in `exclude` (ids of the parameters' data, e.g. a saved transposed weight) not at all. A
+    view counts its own bytes, not its base's: the first stage's input is a slice of the batch."""
+    seen, total, nodes, stack = set(), 0, set(), [out]
+
+    def count(a):
+        nonlocal total
+        if not isinstance(a, numpy.ndarray):
+            return
+        base = a
+        while base.base is not None and isinstance(base.base, numpy.ndarray):
+            base = base.base
+        key = (a.__array_interface__["data"][0], a.nbytes)
+        if id(base) not in exclude and key not in seen:
+            seen.add(key)
+            total += a.nbytes
+
+    while stack:
+        t = stack.pop()
+        count(getattr(t, "data", None))
+        node = getattr(t, "_ctx", None)
+        if node is None or id(node) in nodes:
+            continue
+        nodes.add(id(node))
+        fn = getattr(node, "fn", node)  # a multi-output Function's hidden node holds the Function
+        for value in vars(fn).values() if hasattr(fn, "__dict__") else ():
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                count(v)
+        stack.extend(p for p in getattr(node, "parents", ()) or () if p is not None)
+    return total
 
 
 class PipelineStage(Module):
@@ -98,6 +153,7 @@ class PipelineStage(Module):
             setattr(self, name, layer)
         self.steps = 0  # train_steps taken: the `step` of the dropout keys unless train_step is given one
         self._io = None  # per-sample input shape/dtype, output shape/dtype and dropout draws before this stage
+        self.last_stats = PipelineStats()  # of the latest train_step
         object.__setattr__(self, "reducer", Reducer(self.named_parameters(), grid.dp_comm, bucket_cap_bytes(25),
                                                     average=False) if grid.dp_size > 1 else None)
 
@@ -138,6 +194,7 @@ class PipelineStage(Module):
         last; the gradients add into `.grad` (zero them before, step the optimizer after). `step` keys
         the dropout masks (default: the number of train_steps taken)."""
         grid = self.grid
+        started = time.perf_counter()
         lo, hi = _shard(int(global_batch), grid.replica, grid.dp_size)
         rows = hi - lo
         m_count = int(num_micro_batches)
@@ -163,7 +220,40 @@ class PipelineStage(Module):
         if self.reducer is not None:
             self.reducer.reduce_gradients()
         self.steps += 1
+        run.stats.step_s = time.perf_counter() - started
+        self.last_stats = run.stats
         return PipelineStepResult(run.loss_sum if grid.is_last_stage else None, rows, int(global_batch), m_count)
+
+    # ----- inference -----
+    def forward_only(self, X, num_samples: int, chunk: int = 1024) -> list:
+        """Run the whole model on `num_samples` samples, `chunk` at a time, without autograd: the first
+        stage reads X (the others pass None), each stage sends its chunk's output to the next. Returns,
+        on the last stage, [(start, stop, output array)] in order; elsewhere []. Point-to-point with
+        the neighbouring stages of this replica only (each replica scores its own samples); evaluation
+        mode (dropout off) is the caller's to set."""
+        grid = self.grid
+        if self._io is None:
+            self._exchange_shapes(X)
+        sample, dtype, _ = self._io
+        results, sends = [], []
+        with no_grad():
+            for c, i in enumerate(range(0, int(num_samples), int(chunk))):
+                j = min(i + int(chunk), int(num_samples))
+                if grid.is_first_stage:
+                    x = numpy.asarray(X[i:j])
+                else:
+                    x = p2p.recv_array(grid.pipe_comm, (j - i, *sample), dtype, grid.prev_rank,
+                                       p2p.tag(c, "forward"),
+                                       what=f"evaluation chunk {c} from stage {grid.stage - 1}").wait()
+                out = numpy.ascontiguousarray(self.forward(Tensor(x)).data)
+                if grid.is_last_stage:
+                    results.append((i, j, out))
+                else:  # the array lives in `sends` until its send completes
+                    sends.append((p2p.send_array(grid.pipe_comm, out, grid.next_rank, p2p.tag(c, "forward"),
+                                                 what=f"evaluation chunk {c} to stage {grid.stage + 1}"), out))
+        for request, _ in sends:
+            request.wait()
+        return results
 
 
 class _Run:
@@ -176,6 +266,8 @@ class _Run:
         self.inputs, self.outputs, self.grads = {}, {}, {}
         self.sends = []  # (request, array): the array must live until the send completes
         self.loss_sum = 0.0
+        self.stats, self.held = PipelineStats(), 0
+        self.param_ids = {id(p.data) for p in stage.parameters()}
 
     def _rows(self, m) -> slice:  # micro-batch m's rows within this replica's shard
         return slice(self.edges[m] - self.lo, self.edges[m + 1] - self.lo)
@@ -183,8 +275,10 @@ class _Run:
     def recv_forward(self, m):
         sample, dtype, _ = self.stage._io
         shape = (self.edges[m + 1] - self.edges[m], *sample)
+        waited = time.perf_counter()
         data = p2p.recv_array(self.comm, shape, dtype, self.grid.prev_rank, p2p.tag(m, "forward"),
                               what=f"activation of micro-batch {m} from stage {self.grid.stage - 1}").wait()
+        self.stats.recv_wait_s += time.perf_counter() - waited
         self.inputs[m] = Tensor(data, requires_grad=True)  # a leaf: its .grad is what stage - 1 needs
 
     def forward(self, m):
@@ -197,6 +291,9 @@ class _Run:
             self.loss_sum += float(total.item())
             out = total / self.global_batch
         self.outputs[m] = out
+        self.stats.activation_bytes[m] = _saved_bytes(out, self.param_ids)
+        self.held += self.stats.activation_bytes[m]
+        self.stats.peak_activation_bytes = max(self.stats.peak_activation_bytes, self.held)
 
     def send_forward(self, m):
         data = numpy.ascontiguousarray(self.outputs[m].data)
@@ -205,16 +302,20 @@ class _Run:
 
     def recv_backward(self, m):
         out = self.outputs[m]
+        waited = time.perf_counter()
         self.grads[m] = p2p.recv_array(self.comm, tuple(out.shape), out.dtype, self.grid.next_rank,
                                        p2p.tag(m, "backward"),
                                        what=f"gradient of micro-batch {m} from stage {self.grid.stage + 1}").wait()
+        self.stats.recv_wait_s += time.perf_counter() - waited
 
     def backward(self, m):
         out = self.outputs.pop(m)
-        if self.grid.is_last_stage:
-            autograd.backward([out])
-        else:
-            autograd.backward([out], [self.grads.pop(m)])
+        grads = None if self.grid.is_last_stage else [self.grads.pop(m)]
+        # A first stage without parameters (a reshape, say) has nothing to differentiate: its
+        # input is the data, so its output does not require grad.
+        if out.requires_grad:
+            autograd.backward([out], grads)
+        self.held -= self.stats.activation_bytes[m]
 
     def send_backward(self, m):
         x = self.inputs.pop(m)
@@ -225,6 +326,8 @@ class _Run:
     def _send(self, data, dest, tag, what):
         self.sends = [(r, a) for r, a in self.sends if not r.test()]  # let finished sends free their arrays
         self.sends.append((p2p.send_array(self.comm, data, dest, tag, what=what), data))
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += data.nbytes
 
     def finish(self):
         for request, _ in self.sends:
