@@ -2,35 +2,18 @@
 
 Each test launches its own small `mpiexec` job from a single-process pytest (not marked `mpi`), with
 `timeout` as a backstop, and checks how fast it ended and what it printed."""
-import os
 import re
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
 
 import pytest
+from distributed_helpers import MPIEXEC, launch_job
 
-ROOT = Path(__file__).resolve().parents[2]
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not installed next to python")
 
 
-def _launch(tmp_path, n, body, **env):
-    script = tmp_path / "job.py"
-    script.write_text("import numpy as np, time\nimport distbp.distributed as dist\ncomm = dist.init(threads=1)\n"
-                      + textwrap.dedent(body))
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", **env)
-    full_env.pop("PMI_RANK", None)
-    t0 = time.monotonic()
-    proc = subprocess.run(["timeout", "60", str(MPIEXEC), "-n", str(n), sys.executable, str(script)],
-                          check=False, capture_output=True, text=True, env=full_env, cwd=tmp_path)
-    return proc, time.monotonic() - t0
 
 
 def test_exception_on_one_rank_ends_a_4_rank_job_and_names_the_rank(tmp_path):
-    proc, took = _launch(tmp_path, 4, """
+    proc, took = launch_job(tmp_path, 4, """
         for step in range(100):
             if comm.rank == 2 and step == 3:
                 raise ValueError("bad batch on purpose")
@@ -42,7 +25,7 @@ def test_exception_on_one_rank_ends_a_4_rank_job_and_names_the_rank(tmp_path):
 
 
 def test_watchdog_names_the_stalled_rank_step_and_collective(tmp_path):
-    proc, took = _launch(tmp_path, 4, """
+    proc, took = launch_job(tmp_path, 4, """
         dist.set_step(7)
         if comm.rank == 1:
             time.sleep(50)  # stalls outside MPI: never reaches the allreduce
@@ -65,7 +48,7 @@ def test_watchdog_names_the_stalled_rank_step_and_collective(tmp_path):
 
 
 def test_debug_mode_names_ranks_whose_collective_shapes_differ(tmp_path):
-    proc, took = _launch(tmp_path, 2, """
+    proc, took = launch_job(tmp_path, 2, """
         comm.allreduce(np.ones(3))
         comm.allreduce(np.ones(4 if comm.rank == 1 else 3))
     """, DISTBP_DEBUG_COLLECTIVES="1")

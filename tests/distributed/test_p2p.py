@@ -1,22 +1,16 @@
 """Point-to-point: nonblocking ring exchanges against closed forms, checked transfers (p2p) whose
 mismatches raise on the receiver without hanging the sender, and a stage that never sends, named by
 the watchdog. In a world of one every rank's neighbour is itself."""
-import os
 import re
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from distributed_helpers import MPIEXEC, launch_job
 
 from distbp.distributed import p2p
 from distbp.distributed.p2p import recv_array, send_array
 
-ROOT = Path(__file__).resolve().parents[2]
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
+PRELUDE = "from distbp.distributed import p2p\n"
 
 
 @pytest.mark.mpi
@@ -80,22 +74,12 @@ def test_mismatch_raises_on_the_receiver_naming_both_sides_and_the_sender_comple
     comm.barrier()
 
 
-def _launch(tmp_path, n, body, **env):
-    script = tmp_path / "job.py"
-    script.write_text("import numpy as np, time\nimport distbp.distributed as dist\nfrom distbp.distributed import "
-                      "p2p\ncomm = dist.init(threads=1)\n" + textwrap.dedent(body))
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", **env)
-    full_env.pop("PMI_RANK", None)
-    t0 = time.monotonic()
-    proc = subprocess.run(["timeout", "60", str(MPIEXEC), "-n", str(n), sys.executable, str(script)],
-                          check=False, capture_output=True, text=True, env=full_env, cwd=tmp_path)
-    return proc, time.monotonic() - t0
 
 
 @pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not installed next to python")
 def test_watchdog_names_a_stage_that_never_sends(tmp_path):
     # 2 replicas x 2 stages; stage 0 of replica 1 (world rank 2) stalls outside MPI and never sends
-    proc, took = _launch(tmp_path, 4, """
+    proc, took = launch_job(tmp_path, 4, prelude=PRELUDE, body="""
         grid = dist.ProcessGrid(comm, pipeline_stages=2)
         dist.set_step(5)
         if comm.rank == 2:

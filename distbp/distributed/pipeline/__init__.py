@@ -8,8 +8,19 @@ neighbouring stages, composed with data parallelism (world = stages x replicas, 
 
 See docs/model_parallel.md."""
 from .partition import partition
-from .schedule import Action, ScheduleError, build_schedule, check_schedules, format_schedules
-from .stage import PipelineStage, PipelineStepResult
+from .schedule import (
+    SCHEDULES,
+    Action,
+    ScheduleError,
+    build_schedule,
+    build_schedules,
+    check_schedules,
+    format_schedules,
+    peak_in_flight,
+    simulate_schedules,
+)
+from .stage import PipelineStage, PipelineStats, PipelineStepResult
 
-__all__ = ["Action", "PipelineStage", "PipelineStepResult", "ScheduleError", "build_schedule", "check_schedules",
-           "format_schedules", "partition"]
+__all__ = ["SCHEDULES", "Action", "PipelineStage", "PipelineStats", "PipelineStepResult", "ScheduleError",
+           "build_schedule", "build_schedules", "check_schedules", "format_schedules", "partition",
+           "peak_in_flight", "simulate_schedules"]
