@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 import traceback
 
 from .._process import retain_freed_memory
@@ -20,6 +21,7 @@ from .comm import get_comm
 
 _LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 _threadpool_limiter = None
+_ABORT_GRACE_S = 0.5  # see install_failure_hook
 
 
 def local_size(comm) -> int:
@@ -69,6 +71,10 @@ def install_failure_hook(comm) -> None:
             text = "".join(traceback.format_exception(exc_type, exc, tb))
             sys.stderr.write(f"rank {comm.rank}: {text}")
         sys.stderr.flush()
+        # NOTE: MPI_Abort makes the launcher tear the job down at once, and Hydra can close this rank's
+        # stderr pipe before it has forwarded what is in it: the one line that says what failed was
+        # lost in about 1 run of 10. A moment's pause lets the launcher read it first.
+        time.sleep(_ABORT_GRACE_S)
         comm.abort(1)
 
     sys.excepthook = hook
