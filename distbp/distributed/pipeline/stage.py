@@ -31,7 +31,7 @@ from ...nn import Module, functional
 from .. import p2p
 from ..reducer import Reducer, bucket_cap_bytes
 from .partition import check_pipeline_model
-from .schedule import build_schedule
+from .schedule import build_schedule, build_schedules, check_schedules
 
 LOSSES = {"cross_entropy": lambda out, y: functional.cross_entropy(out, y, reduction="sum")}
 
@@ -152,6 +152,7 @@ class PipelineStage(Module):
         for name, layer in list(model._modules.items())[start:end]:
             setattr(self, name, layer)
         self.steps = 0  # train_steps taken: the `step` of the dropout keys unless train_step is given one
+        self._checked = set()  # micro-batch counts whose schedules every stage has verified
         self._io = None  # per-sample input shape/dtype, output shape/dtype and dropout draws before this stage
         self.last_stats = PipelineStats()  # of the latest train_step
         object.__setattr__(self, "reducer", Reducer(self.named_parameters(), grid.dp_comm, bucket_cap_bytes(25),
@@ -211,6 +212,11 @@ class PipelineStage(Module):
                                  f"holds rows {lo}..{hi} ({rows}) of the global batch of {global_batch}")
         if self._io is None:
             self._exchange_shapes(X)
+        if m_count not in self._checked:
+            # Every rank simulates all stages' action lists before running its own, so a schedule whose
+            # sends and receives do not match fails here, on every rank alike, instead of hanging.
+            check_schedules(build_schedules(self.schedule, grid.num_stages, m_count))
+            self._checked.add(m_count)
         step = self.steps if step is None else int(step)
         edges = [lo + a for a in numpy.cumsum([0] + [len(c) for c in numpy.array_split(range(rows), m_count)])]
         run = _Run(self, X, y, edges, lo, step, int(global_batch))
