@@ -1,7 +1,7 @@
 """One MLP training step (forward, cross entropy, backward, SGD) in distbp against the same math
 written by hand in NumPy, and PyTorch when it is importable; each side in its own process.
 
-    python benchmarks/engine_vs_numpy.py                  # the two issue-2 MLPs, 2 threads
+    python benchmarks/engine_vs_numpy.py                  # MLPs 784-128-10 and 784-1024-1024-10, 2 threads
     python benchmarks/engine_vs_numpy.py --threads 1 --json
     python benchmarks/engine_vs_numpy.py --sizes 8,8,4 --batch 4   # tiny: shows pure Python overhead
 
@@ -32,7 +32,7 @@ def mlp_case(sizes, batch) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", help="MLP layer sizes, e.g. 784,128,10 (default: the two issue-2 MLPs)")
+    ap.add_argument("--sizes", help="MLP layer sizes, e.g. 784,128,10 (default: 784,128,10 and 784,1024,1024,10)")
     ap.add_argument("--batch", type=int, default=128, help="batch size with --sizes")
     ap.add_argument("--no-torch", action="store_true", help="skip torch even when importable")
     paired.add_timing_args(ap)
