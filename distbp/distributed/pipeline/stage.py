@@ -27,6 +27,7 @@ import numpy
 
 from ... import autograd, random
 from ...autograd import Tensor, no_grad
+from ...data import shard_bounds
 from ...nn import Module, functional
 from .. import p2p
 from ..reducer import Reducer, bucket_cap_bytes
@@ -34,13 +35,6 @@ from .partition import check_pipeline_model
 from .schedule import build_schedule, build_schedules, check_schedules
 
 LOSSES = {"cross_entropy": lambda out, y: functional.cross_entropy(out, y, reduction="sum")}
-
-
-def _shard(n: int, rank: int, size: int) -> tuple:
-    """numpy.array_split's rule (the Trainer's shard_bounds): contiguous, sizes differ by at most one."""
-    base, extra = divmod(n, size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
 
 
 @dataclass
@@ -196,7 +190,7 @@ class PipelineStage(Module):
         the dropout masks (default: the number of train_steps taken)."""
         grid = self.grid
         started = time.perf_counter()
-        lo, hi = _shard(int(global_batch), grid.replica, grid.dp_size)
+        lo, hi = shard_bounds(int(global_batch), grid.replica, grid.dp_size)
         rows = hi - lo
         m_count = int(num_micro_batches)
         if m_count < 1:
