@@ -56,19 +56,36 @@ def key(*parts: int) -> int:
     return k
 
 
-def uniform(k: int, shape, first_row: int = 0, xp=numpy, dtype=numpy.float64):
+def uniform(k: int, shape, first_row: int = 0, xp=numpy, dtype=numpy.float64, *, first_col: int = 0,
+            full_cols: int | None = None):
     """Uniform [0, 1) values of `shape` for rows first_row.. of a conceptual global array keyed by k.
 
     Row i's values depend only on (k, i, position in the row), so a slice of rows drawn on one
     rank equals the same rows drawn by one process for the whole array. Each value takes as many
     of the hash's top bits as `dtype` has significand bits, so it is exact and below 1 (rounding
-    53 bits to float32 could give 1.0)."""
+    53 bits to float32 could give 1.0).
+
+    `full_cols` (with `first_col`) is for a slice of the LAST axis too: `shape[-1]` columns
+    first_col.. of a global array whose last axis is `full_cols` long (a tensor-parallel shard of
+    the features), so the union of the shards' draws is the whole array's draw."""
     shape = tuple(int(s) for s in shape)
     dtype = numpy.dtype(dtype)
     width = math.prod(shape[1:]) if shape else 1
     n = math.prod(shape)
-    z = xp.arange(n, dtype=xp.uint64)
-    z += numpy.uint64((int(first_row) * width) & _MASK)
+    if full_cols is None or not shape:
+        z = xp.arange(n, dtype=xp.uint64)
+        z += numpy.uint64((int(first_row) * width) & _MASK)
+    else:
+        cols, full_cols, first_col = shape[-1], int(full_cols), int(first_col)
+        if first_col < 0 or first_col + cols > full_cols:
+            raise ValueError(f"columns {first_col}..{first_col + cols} do not fit in a row of {full_cols}")
+        # position = (global line) * full_cols + first_col + column, lines being the last axis's rows
+        lines_per_row = width // cols if cols else 0
+        lines = xp.arange(n // cols if cols else 0, dtype=xp.uint64)
+        lines += numpy.uint64((int(first_row) * lines_per_row) & _MASK)
+        lines *= numpy.uint64(full_cols)
+        lines += numpy.uint64(first_col)
+        z = (lines[:, None] + xp.arange(cols, dtype=xp.uint64)[None, :]).reshape(-1)
     z *= numpy.uint64(_GOLDEN)
     z += numpy.uint64(k & _MASK)
     _mix_array(z)
@@ -110,9 +127,12 @@ def draw_key() -> tuple[int, int]:
     return key(backend.initial_seed(), b.step, b.draws), b.first_sample
 
 
-def per_sample_uniform(shape, dtype, xp=numpy, batch_axis: int = 0):
+def per_sample_uniform(shape, dtype, xp=numpy, batch_axis: int = 0, *, first_col: int = 0,
+                       full_cols: int | None = None):
     """Uniform [0, 1) values for a per-sample draw (a dropout mask), keyed as `draw_key` says;
-    `batch_axis` is the axis that indexes samples (1 for a sequence-first RNN's outputs)."""
+    `batch_axis` is the axis that indexes samples (1 for a sequence-first RNN's outputs).
+    `first_col`/`full_cols`: this draw is columns first_col.. of a last axis `full_cols` long
+    (see `uniform`); the last axis must then not be the batch axis."""
     shape = tuple(int(s) for s in shape)
     k, first = draw_key()
     if not shape:
@@ -120,6 +140,8 @@ def per_sample_uniform(shape, dtype, xp=numpy, batch_axis: int = 0):
     axis = batch_axis + len(shape) if batch_axis < 0 else batch_axis
     if not 0 <= axis < len(shape):
         raise ValueError(f"batch_axis {batch_axis} is out of range for shape {shape}")
+    if full_cols is not None and axis == len(shape) - 1:
+        raise ValueError("a column offset needs a last axis other than the batch axis")
     moved = (shape[axis],) + shape[:axis] + shape[axis + 1:]
-    u = uniform(k, moved, first, xp, dtype)
+    u = uniform(k, moved, first, xp, dtype, first_col=first_col, full_cols=full_cols)
     return xp.moveaxis(u, 0, axis) if axis else u

@@ -3,9 +3,11 @@
 Data parallelism: `DistributedDataParallel`, `SyncBatchNorm`, `broadcast_state`; gradients reduced in
 flat buckets while backward runs: `Reducer`; communication inside the autograd graph (model
 parallelism): `distbp.distributed.functional`; checked point-to-point transfers and the process grid
-for pipeline parallelism: `p2p` (`send_array`, `recv_array`, `tag`), `ProcessGrid`. See
-docs/distributed.md."""
-from . import functional, p2p
+for pipeline parallelism: `p2p` (`send_array`, `recv_array`, `tag`), `ProcessGrid`; tensor
+parallelism (Megatron's column/row split): `tensor_parallel` (`ColumnParallelLinear`,
+`RowParallelLinear`); optimizer state sharded over the data-parallel ranks (ZeRO-1):
+`ZeroRedundancyOptimizer`. See docs/distributed.md and docs/model_parallel.md."""
+from . import functional, p2p, tensor_parallel
 from .comm import Communicator, MPIComm, Request, SelfComm, get_comm, launched_by_mpi
 from .comm.watchdog import CollectiveMismatchError, get_step, set_step
 from .data_parallel import DistributedDataParallel, broadcast_module, broadcast_state, verify_same_model
@@ -14,8 +16,11 @@ from .p2p import recv_array, send_array
 from .reducer import Reducer
 from .runtime import init, local_size, set_threads
 from .sync_batchnorm import SyncBatchNorm
+from .tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from .zero import ZeroRedundancyOptimizer
 
-__all__ = ["CollectiveMismatchError", "Communicator", "DistributedDataParallel", "MPIComm", "ProcessGrid", "Reducer",
-           "Request", "SelfComm", "SyncBatchNorm", "broadcast_module", "broadcast_state", "functional", "get_comm",
-           "get_step", "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array", "set_step",
-           "set_threads", "verify_same_model"]
+__all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "DistributedDataParallel", "MPIComm",
+           "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SyncBatchNorm",
+           "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state", "functional", "get_comm", "get_step",
+           "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array", "set_step", "set_threads",
+           "tensor_parallel", "verify_same_model"]

@@ -1,4 +1,4 @@
-"""ProcessGrid: replicas x pipeline stages, checked with rank-valued allreduces over its two groups
+"""ProcessGrid: replicas x pipeline stages (x tensor-parallel shards), checked with rank-valued allreduces over its two groups
 (closed-form sums) and with activations passed down each pipeline and gradients back up."""
 import numpy as np
 import pytest
@@ -32,6 +32,41 @@ def test_grid_coordinates_and_groups_give_closed_form_sums(comm, which):
     pipe = grid.pipe_comm.allreduce(np.array([comm.rank], dtype=np.int64))
     assert pipe[0] == P * P * grid.replica + P * (P - 1) // 2
     comm.barrier()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("P", [1, 2])
+def test_grid_with_two_tensor_ranks_gives_closed_form_sums_over_its_three_groups(comm, P):
+    T = 2
+    if comm.size % (P * T):
+        pytest.skip(f"{P} stages x {T} tensor ranks do not divide a world of {comm.size}")
+    D = comm.size // (P * T)
+    grid = ProcessGrid(comm, pipeline_stages=P, tensor_parallel=T)
+    assert (grid.num_stages, grid.tp_size, grid.dp_size) == (P, T, D)
+    assert comm.rank == (grid.replica * P + grid.stage) * T + grid.tp_rank
+    assert (grid.tp_comm.size, grid.tp_comm.rank) == (T, grid.tp_rank)
+    assert (grid.pipe_comm.size, grid.pipe_comm.rank) == (P, grid.stage)
+    assert (grid.dp_comm.size, grid.dp_comm.rank) == (D, grid.replica)
+    r, s, t = grid.replica, grid.stage, grid.tp_rank
+
+    def total(group):
+        return group.allreduce(np.array([comm.rank], dtype=np.int64))[0]
+
+    # world rank = (r P + s) T + t, summed over t; over s (same r, t); over r (same s, t)
+    assert total(grid.tp_comm) == T * T * (r * P + s) + T * (T - 1) // 2
+    assert total(grid.pipe_comm) == T * (P * P * r + P * (P - 1) // 2) + P * t
+    assert total(grid.dp_comm) == T * (P * D * (D - 1) // 2 + D * s) + D * t
+    assert f"shard {t} of {T}" in repr(grid)
+    comm.barrier()
+
+
+@pytest.mark.mpi
+def test_a_world_size_that_is_not_a_multiple_of_stages_times_tensor_ranks_raises_on_every_rank(comm):
+    T = comm.size + 1   # never divides the world
+    with pytest.raises(ValueError, match=rf"^world size {comm.size} is not a multiple of --pipeline-stages 1 x "
+                                         rf"--tensor-parallel {T} = {T}; use {T} ranks$"):
+        ProcessGrid(comm, tensor_parallel=T)
+    comm.barrier()   # no rank is left waiting in a split
 
 
 @pytest.mark.mpi

@@ -10,7 +10,16 @@ import os
 
 import numpy
 
+from ... import backend
+
 _REDUCTIONS = ("sum", "max", "min")
+
+
+def slice_bounds(numel: int, size: int) -> list[int]:
+    """Where each rank's slice of a flat buffer of `numel` elements starts: rank k owns
+    [bounds[k], bounds[k+1]), balanced to within one element. The node shared-memory allreduce
+    (shm.py) sums these same slices, so a reduce-scatter over them gives its bits."""
+    return [numel * k // size for k in range(size + 1)]
 
 
 def _check_op(op: str) -> str:
@@ -74,6 +83,29 @@ class Communicator:
     def reduce_scatter(self, array, op: str = "sum"):
         """Reduce `array` (leading dim = size * k) over ranks; return this rank's block of k rows."""
         raise NotImplementedError
+
+    def reduce_scatter_slices(self, array, op: str = "sum"):
+        """Reduce the flat `array` over ranks so that this rank's slice of it (`slice_bounds`) holds
+        the result, in place; returns that slice (a view). The other slices are left unspecified.
+        This default reduces everything (an allreduce, so the bits are the allreduce's)."""
+        self.allreduce(array, op)
+        lo, hi = slice_bounds(array.size, self.size)[self.rank:self.rank + 2]
+        return array[lo:hi]
+
+    def allgather_slices(self, array):
+        """Copy every rank's slice of the flat `array` (`slice_bounds`) into the same place of every
+        rank's `array`, in place; returns it. The inverse of `reduce_scatter_slices`."""
+        if self.size == 1:
+            return array
+        bounds = slice_bounds(array.size, self.size)
+        counts = numpy.diff(bounds).tolist()
+        # allgather takes equal shapes: every slice padded to the longest
+        block = backend.get_array_module(array).zeros(max(counts), dtype=array.dtype)
+        block[:counts[self.rank]] = array[bounds[self.rank]:bounds[self.rank + 1]]
+        rows = self.allgather(block)
+        for k in range(self.size):
+            array[bounds[k]:bounds[k + 1]] = rows[k, :counts[k]]
+        return array
 
     # Point-to-point. `what` is an optional label ("activation of micro-batch 3 to stage 1") that the
     # watchdog prints, with the op, peer and tag, when the call waits past its deadline.

@@ -13,8 +13,8 @@ import pickle
 import numpy
 
 from ... import backend
-from .base import Communicator, Request, _check_op
-from .shm import SharedAllreduce, SharedSegments
+from .base import Communicator, Request, _check_op, slice_bounds
+from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
 
 
@@ -131,6 +131,45 @@ class MPIComm(Communicator):
         out = numpy.empty((buf.shape[0] // self.size,) + buf.shape[1:], dtype=buf.dtype)
         self._run("reduce_scatter", buf, lambda: self.comm.Ireduce_scatter_block(buf, out, op=self._op(op)))
         return backend.get_array_module(array).asarray(out)
+
+    def reduce_scatter_slices(self, array, op="sum"):
+        """Through node shared memory for an alloc_buffer array (a sum): the same slices, summed in
+        the same rank order, as `iallreduce` there, so the same bits. Otherwise MPI's
+        Reduce_scatter, whose summation order MPI chooses: equal to its allreduce's bits at two ranks
+        (a sum of two is commutative), not promised beyond."""
+        bounds = slice_bounds(array.size, self.size)
+        lo, hi = bounds[self.rank], bounds[self.rank + 1]
+        if self.size == 1:
+            return array[lo:hi]
+        if _check_op(op) == "sum" and self.uses_shared_memory(array):
+            rec = self.watchdog.begin("reduce_scatter_slices", array)
+            SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight, REDUCE_SCATTER).wait()
+            return array[lo:hi]
+        buf, staged = _host(array)
+        counts = numpy.diff(bounds).tolist()
+        out = numpy.empty(hi - lo, dtype=buf.dtype)
+        self._run("reduce_scatter_slices", buf,
+                  lambda: self.comm.Ireduce_scatter(buf.reshape(-1), out, counts, op=self._op(op)))
+        array[lo:hi] = backend.get_array_module(array).asarray(out) if staged else out
+        return array[lo:hi]
+
+    def allgather_slices(self, array):
+        """Through node shared memory for an alloc_buffer array, else MPI's Allgatherv."""
+        if self.size == 1:
+            return array
+        if self.uses_shared_memory(array):
+            rec = self.watchdog.begin("allgather_slices", array)
+            SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight, ALLGATHER).wait()
+            return array
+        bounds = slice_bounds(array.size, self.size)
+        buf, staged = _host(array)
+        flat = buf.reshape(-1)
+        mine = flat[bounds[self.rank]:bounds[self.rank + 1]].copy()
+        counts = numpy.diff(bounds).tolist()
+        self._run("allgather_slices", buf, lambda: self.comm.Iallgatherv(mine, (flat, counts)))
+        if staged:
+            array[...] = backend.get_array_module(array).asarray(buf)
+        return array
 
     # Point-to-point calls have no sequence number (ranks make different ones) but are waited on
     # under the same deadline; the watchdog names the peer, the tag and the caller's `what`.

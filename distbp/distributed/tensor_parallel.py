@@ -1,0 +1,239 @@
+"""Tensor parallelism (Megatron-LM's column/row split of a Linear) over a `tp_comm` of T ranks.
+
+A ColumnParallelLinear holds rows r*k..(r+1)*k of the full weight (out_features split): each rank
+computes its slice of the output features from the whole input. A RowParallelLinear holds the
+matching columns (in_features split): each rank multiplies its slice of the features and the
+partial products are summed. Column then Row (an MLP block) needs one allreduce forward and one
+backward, and no communication between the two layers.
+
+The communication is four "region" operators, each the adjoint of another (Megatron's
+mappings.py, in snake_case):
+
+    copy_to_tensor_parallel_region       forward: identity          backward: allreduce
+    reduce_from_tensor_parallel_region   forward: allreduce         backward: identity
+    scatter_to_tensor_parallel_region    forward: my last-dim split backward: allgather of the last dim
+    gather_from_tensor_parallel_region   forward: allgather of it   backward: my last-dim split
+
+Why not `functional.allreduce` behind a row-parallel layer: that op's backward is an allreduce
+too, which is right when each rank has its OWN loss L_r and the objective is sum_r L_r (then
+dF/dx_r = sum_r' dL_r'/dy). Behind a RowParallelLinear every rank holds the same reduced output
+and computes the SAME loss L from it; the objective is L, once, not T copies of it. dL/dy is
+already the full gradient on every rank, and y = sum_r x_r gives dL/dx_r = dL/dy: the identity.
+Summing it over the T ranks would multiply every gradient before the layer by T. The same
+reasoning gives copy_to's allreduce backward: the T ranks use the one input x for different
+output features, so x's gradient is the sum of their contributions.
+
+The union of the shards starts equal to the single-process layer (the shard is a slice of the
+full weight, drawn from the same RNG), and `shard_spec` says for each parameter which dim was
+sliced and where, so `full_state_dict` can rebuild the full tensors (checkpoints).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+
+from .. import random
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+from ..nn.linear import Linear
+from ..nn.module import Module, Parameter
+from ..ops import mul
+from ..ops.linalg import Linear as _LinearFn
+from .comm import Communicator
+
+
+def _split_size(full: int, comm: Communicator, what: str) -> int:
+    if full % comm.size:
+        raise ValueError(f"{what} {full} is not divisible by the tensor-parallel size {comm.size}")
+    return full // comm.size
+
+
+def _my_split(x, comm: Communicator):
+    """This rank's contiguous block of the last dim (a copy, so it owns its memory)."""
+    k = _split_size(x.shape[-1], comm, "last dimension")
+    return get_array_module(x).ascontiguousarray(x[..., comm.rank * k:(comm.rank + 1) * k])
+
+
+def _gather_last(x, comm: Communicator):
+    """The ranks' equal blocks concatenated along the last dim, in rank order."""
+    xp = get_array_module(x)
+    stacked = comm.allgather(xp.ascontiguousarray(x))      # (T, ..., k)
+    return xp.concatenate(list(stacked), axis=-1)
+
+
+class _CopyToRegion(Function):
+    def forward(self, x, comm=None):
+        self.comm = comm
+        return x.copy()
+
+    def backward(self, gy):
+        return (self.comm.allreduce(gy.copy(), "sum"),)
+
+
+class _ReduceFromRegion(Function):
+    def forward(self, x, comm=None):
+        return comm.allreduce(x.copy(), "sum")
+
+    def backward(self, gy):
+        return (gy,)
+
+
+class _ScatterToRegion(Function):
+    def forward(self, x, comm=None):
+        self.comm = comm
+        return _my_split(x, comm)
+
+    def backward(self, gy):
+        return (_gather_last(gy, self.comm),)
+
+
+class _GatherFromRegion(Function):
+    def forward(self, x, comm=None):
+        self.comm = comm
+        return _gather_last(x, comm)
+
+    def backward(self, gy):
+        return (_my_split(gy, self.comm),)
+
+
+def copy_to_tensor_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
+    """Identity forward; backward sums the gradient over `comm` (the input of a column-parallel layer)."""
+    return _CopyToRegion.apply(x, comm=comm)
+
+
+def reduce_from_tensor_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
+    """Sum over `comm` forward; identity backward (the output of a row-parallel layer)."""
+    return _ReduceFromRegion.apply(x, comm=comm)
+
+
+def scatter_to_tensor_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
+    """This rank's block of the last dim forward; backward gathers the blocks' gradients."""
+    return _ScatterToRegion.apply(x, comm=comm)
+
+
+def gather_from_tensor_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
+    """The ranks' blocks concatenated along the last dim forward; backward keeps this rank's block."""
+    return _GatherFromRegion.apply(x, comm=comm)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """A parameter of a tensor-parallel layer: `dim` of the full tensor (`full` long) sliced to
+    start:stop on this rank; dim None: replicated (the same full tensor on every rank)."""
+    dim: int | None
+    start: int = 0
+    stop: int = 0
+    full: int = 0
+
+
+def _copy(a):
+    """A contiguous copy on a's device: a shard must not be a view that keeps the full weight alive."""
+    return get_array_module(a).array(a, copy=True, order="C")
+
+
+def _full_linear(in_features, out_features, bias, dtype):
+    # The full layer, drawn from the RNG exactly as nn.Linear draws it on one process: every rank
+    # draws the same values and keeps its slice, so the shards' union is the single-process layer.
+    return Linear(in_features, out_features, bias=bias, dtype=dtype)
+
+
+class ColumnParallelLinear(Module):
+    """y = x @ W.T + b with W's rows (the output features) split over `tp_comm`: this rank holds
+    weight[r*k:(r+1)*k] and bias[r*k:(r+1)*k], k = out_features / T. The output is this rank's
+    block of features (gather_output=False, feeding a RowParallelLinear) or all of them."""
+
+    def __init__(self, in_features: int, out_features: int, tp_comm: Communicator, bias: bool = True,
+                 gather_output: bool = False, dtype=None, *, _full: Linear | None = None):
+        super().__init__()
+        k = _split_size(out_features, tp_comm, "out_features")
+        self.in_features, self.out_features, self.gather_output = in_features, out_features, gather_output
+        self.tp_comm = tp_comm
+        full = _full if _full is not None else _full_linear(in_features, out_features, bias, dtype)
+        rows = slice(tp_comm.rank * k, (tp_comm.rank + 1) * k)
+        self.weight = Parameter(_copy(full.weight.data[rows]))
+        self.register_parameter("bias", Parameter(_copy(full.bias.data[rows])) if bias else None)
+        spec = ShardSpec(0, rows.start, rows.stop, out_features)
+        self.shard_spec = {"weight": spec, **({"bias": spec} if bias else {})}
+
+    @classmethod
+    def from_linear(cls, linear: Linear, tp_comm: Communicator, gather_output: bool = False):
+        return cls(linear.in_features, linear.out_features, tp_comm, bias=linear.bias is not None,
+                   gather_output=gather_output, _full=linear)
+
+    def forward(self, x):
+        y = _LinearFn.apply(copy_to_tensor_parallel_region(x, self.tp_comm), self.weight, self.bias)
+        return gather_from_tensor_parallel_region(y, self.tp_comm) if self.gather_output else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features} "
+                f"(this shard {self.weight.shape[0]}), bias={self.bias is not None}, "
+                f"gather_output={self.gather_output}")
+
+
+class RowParallelLinear(Module):
+    """y = x @ W.T + b with W's columns (the input features) split over `tp_comm`: this rank holds
+    weight[:, r*k:(r+1)*k], k = in_features / T, and multiplies its block of the input features
+    (input_is_parallel=True: x is already that block, a ColumnParallelLinear's output; False: x is
+    the full input, split here). The partial products are summed over `tp_comm`; the bias, whole on
+    every rank, is added once, after the sum."""
+
+    def __init__(self, in_features: int, out_features: int, tp_comm: Communicator, bias: bool = True,
+                 input_is_parallel: bool = True, dtype=None, *, _full: Linear | None = None):
+        super().__init__()
+        k = _split_size(in_features, tp_comm, "in_features")
+        self.in_features, self.out_features, self.input_is_parallel = in_features, out_features, input_is_parallel
+        self.tp_comm = tp_comm
+        full = _full if _full is not None else _full_linear(in_features, out_features, bias, dtype)
+        cols = slice(tp_comm.rank * k, (tp_comm.rank + 1) * k)
+        self.weight = Parameter(_copy(full.weight.data[:, cols]))
+        self.register_parameter("bias", Parameter(_copy(full.bias.data)) if bias else None)
+        self.shard_spec = {"weight": ShardSpec(1, cols.start, cols.stop, in_features),
+                           **({"bias": ShardSpec(None)} if bias else {})}
+
+    @classmethod
+    def from_linear(cls, linear: Linear, tp_comm: Communicator, input_is_parallel: bool = True):
+        return cls(linear.in_features, linear.out_features, tp_comm, bias=linear.bias is not None,
+                   input_is_parallel=input_is_parallel, _full=linear)
+
+    def forward(self, x):
+        if not self.input_is_parallel:
+            x = scatter_to_tensor_parallel_region(x, self.tp_comm)
+        y = reduce_from_tensor_parallel_region(_LinearFn.apply(x, self.weight, None), self.tp_comm)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features} (this shard {self.weight.shape[1]}), "
+                f"out_features={self.out_features}, bias={self.bias is not None}, "
+                f"input_is_parallel={self.input_is_parallel}")
+
+
+def full_state_dict(model: Module, tp_comm: Communicator) -> dict[str, numpy.ndarray]:
+    """`model.state_dict()` with every sharded parameter gathered over `tp_comm` into its full
+    tensor (the single-process model's state). Collective over `tp_comm`, in the modules' order."""
+    state = model.state_dict()
+    for prefix, module in model.named_modules():
+        for name, spec in getattr(module, "shard_spec", {}).items():
+            if spec.dim is None:
+                continue
+            key = f"{prefix}.{name}" if prefix else name
+            xp = get_array_module(state[key])
+            blocks = tp_comm.allgather(xp.ascontiguousarray(state[key]))
+            state[key] = xp.concatenate(list(blocks), axis=spec.dim)
+    return state
+
+
+def tensor_parallel_dropout(x: Tensor, p: float, training: bool, tp_comm: Communicator) -> Tensor:
+    """Dropout on this rank's block of features (the last dim, as a ColumnParallelLinear outputs),
+    masked with exactly the columns of the mask one process would draw for the full features, so
+    the shards together drop what a single process drops (same draw count, same keys)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return x
+    k = x.shape[-1]
+    xp = get_array_module(x.data)
+    u = random.per_sample_uniform(x.shape, x.dtype, xp, 0, first_col=tp_comm.rank * k, full_cols=k * tp_comm.size)
+    mask = (u >= p).astype(x.dtype)
+    mask *= 0.0 if p == 1 else 1.0 / (1.0 - p)
+    return mul(x, mask)

@@ -1,0 +1,99 @@
+"""Tensor parallelism in a world of one: gradcheck of the four region operators, the parallel Linears
+equal to nn.Linear, the size checks, the shard specs, and the column-offset draws of distbp.random
+(the shards' masks together are the full mask, and the default draw is unchanged)."""
+import numpy as np
+import pytest
+
+import distbp as db
+from distbp import random
+from distbp.distributed import ColumnParallelLinear, ProcessGrid, RowParallelLinear, SelfComm
+from distbp.distributed import tensor_parallel as tp
+from distbp.gradcheck import gradcheck
+
+
+def _t64(*shape, seed):
+    return db.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True, dtype=np.float64)
+
+
+class _TwoRanks(SelfComm):
+    """Rank 0 of a pretended world of two: only the size checks run before any communication."""
+    rank, size = 0, 2
+
+
+@pytest.mark.parametrize("op", ["copy_to", "reduce_from", "scatter_to", "gather_from"])
+def test_region_operators_pass_gradcheck_in_a_world_of_one(op):
+    fn = getattr(tp, f"{op}_tensor_parallel_region")
+    c = SelfComm()
+    x = _t64(3, 4, seed=0)
+    assert gradcheck(lambda a: fn(a.tanh(), c) * 2.0, [x])
+    np.testing.assert_array_equal(fn(x, c).data, x.data)
+
+
+def test_parallel_linears_in_a_world_of_one_equal_nn_linear():
+    db.set_default_dtype(np.float64)
+    c = SelfComm()
+    x = _t64(5, 4, seed=1)
+    lin = db.nn.Linear(4, 6)
+    for layer in (ColumnParallelLinear.from_linear(lin, c), ColumnParallelLinear.from_linear(lin, c, True),
+                  RowParallelLinear.from_linear(lin, c), RowParallelLinear.from_linear(lin, c, False)):
+        np.testing.assert_array_equal(layer(x).data, lin(x).data)
+        assert gradcheck(lambda a, layer=layer: layer(a), [x])
+    db.manual_seed(3)
+    built = ColumnParallelLinear(4, 6, c)
+    db.manual_seed(3)
+    ref = db.nn.Linear(4, 6)
+    np.testing.assert_array_equal(built.weight.data, ref.weight.data)   # the same draws as nn.Linear
+    np.testing.assert_array_equal(built.bias.data, ref.bias.data)
+
+
+def test_sizes_not_divisible_by_the_tensor_parallel_size_raise():
+    lin = db.nn.Linear(4, 5)
+    with pytest.raises(ValueError, match="^out_features 5 is not divisible by the tensor-parallel size 2$"):
+        ColumnParallelLinear.from_linear(lin, _TwoRanks())
+    with pytest.raises(ValueError, match="^in_features 5 is not divisible by the tensor-parallel size 2$"):
+        RowParallelLinear(5, 4, _TwoRanks())
+
+
+def test_shard_specs_name_the_sliced_dim_and_full_state_dict_is_the_state_in_a_world_of_one():
+    c = _TwoRanks()
+    col, row = ColumnParallelLinear(3, 4, c), RowParallelLinear(4, 3, c)
+    assert col.weight.shape == (2, 3) and col.bias.shape == (2,) and row.weight.shape == (3, 2)
+    assert col.shard_spec == {"weight": tp.ShardSpec(0, 0, 2, 4), "bias": tp.ShardSpec(0, 0, 2, 4)}
+    assert row.shard_spec == {"weight": tp.ShardSpec(1, 0, 2, 4), "bias": tp.ShardSpec(None)}
+    model = db.nn.Sequential(ColumnParallelLinear(3, 4, SelfComm()), db.nn.Tanh(),
+                             RowParallelLinear(4, 2, SelfComm()))
+    full = tp.full_state_dict(model, SelfComm())
+    assert full.keys() == model.state_dict().keys()
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(full[k], v)
+
+
+def test_column_offset_draws_are_the_columns_of_the_full_draw_and_the_default_is_unchanged():
+    k = random.key(7, 1)
+    full = random.uniform(k, (4, 3, 6), first_row=5)
+    parts = [random.uniform(k, (4, 3, 2), 5, first_col=c0, full_cols=6) for c0 in (0, 2, 4)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=-1), full)
+    np.testing.assert_array_equal(random.uniform(k, (4, 3, 6), 5, first_col=0, full_cols=6), full)
+    with pytest.raises(ValueError, match="do not fit"):
+        random.uniform(k, (2, 3), first_col=4, full_cols=6)
+
+
+def test_tensor_parallel_dropout_in_a_world_of_one_is_nn_dropout():
+    x = _t64(6, 8, seed=2)
+    with random.batch(step=3, first_sample=10):
+        ref = db.nn.functional.dropout(x, 0.4)
+    with random.batch(step=3, first_sample=10):
+        got = tp.tensor_parallel_dropout(x, 0.4, True, SelfComm())
+    np.testing.assert_array_equal(got.data, ref.data)
+    assert tp.tensor_parallel_dropout(x, 0.4, False, SelfComm()) is x
+
+
+def test_grid_with_one_tensor_rank_and_a_bad_tensor_parallel_size():
+    grid = ProcessGrid(SelfComm(), pipeline_stages=1, tensor_parallel=1)
+    assert (grid.tp_size, grid.tp_rank, grid.tp_comm.size) == (1, 0, 1)
+    with pytest.raises(ValueError, match=r"^world size 1 is not a multiple of --pipeline-stages 1 x "
+                                         r"--tensor-parallel 2 = 2; use 2 ranks$"):
+        ProcessGrid(SelfComm(), tensor_parallel=2)
+    for bad in (0, 2.0, "2"):
+        with pytest.raises(ValueError, match="--tensor-parallel must be a positive integer"):
+            ProcessGrid(SelfComm(), tensor_parallel=bad)
