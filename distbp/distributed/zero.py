@@ -18,7 +18,6 @@ the weights are bitwise those of plain data parallelism on one machine.
 """
 from __future__ import annotations
 
-import copy
 import pickle
 from collections import defaultdict
 
@@ -27,7 +26,7 @@ import numpy
 from .. import backend
 from ..autograd import enable_grad
 from ..optim import Optimizer
-from ..optim.optimizer import _pack
+from ..optim.optimizer import _pack, load_param_groups
 from .comm import get_comm
 from .comm.base import slice_bounds
 
@@ -195,17 +194,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a full state (the plain optimizer's, or consolidate_state_dict's): each rank keeps
         the slice of every state array that its pieces cover."""
-        groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this optimizer has "
-                             f"{len(self.param_groups)}")
-        index = {}
-        for saved, own in zip(groups, self.param_groups):
-            if len(saved["params"]) != len(own["params"]):
-                raise ValueError(f"optimizer state group has {len(saved['params'])} parameters, this "
-                                 f"optimizer's group has {len(own['params'])}")
-            index.update({int(i): p for i, p in zip(saved["params"], own["params"])})
-            own.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+        index = load_param_groups(self.param_groups, state_dict)
         inner_index = {}
         for g in self.optim.param_groups:
             for piece in g["params"]:

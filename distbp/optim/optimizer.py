@@ -101,18 +101,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this optimizer has "
-                             f"{len(self.param_groups)}")
-        params = {}
-        for saved, own in zip(groups, self.param_groups):
-            if len(saved["params"]) != len(own["params"]):
-                raise ValueError(f"optimizer state group has {len(saved['params'])} parameters, this "
-                                 f"optimizer's group has {len(own['params'])}")
-            for i, p in zip(saved["params"], own["params"]):
-                params[i] = p
-            own.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+        params = load_param_groups(self.param_groups, state_dict)
         self.state = defaultdict(dict)
         for i, st in state_dict["state"].items():
             p = params[int(i)]
@@ -124,6 +113,23 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def load_param_groups(param_groups: list, state_dict: dict) -> dict:
+    """Check that a saved state's groups match `param_groups`, copy the saved hyperparameters into
+    them, and return {saved parameter index: parameter}."""
+    groups = state_dict["param_groups"]
+    if len(groups) != len(param_groups):
+        raise ValueError(f"optimizer state has {len(groups)} parameter groups, this optimizer has "
+                         f"{len(param_groups)}")
+    params = {}
+    for saved, own in zip(groups, param_groups):
+        if len(saved["params"]) != len(own["params"]):
+            raise ValueError(f"optimizer state group has {len(saved['params'])} parameters, this "
+                             f"optimizer's group has {len(own['params'])}")
+        params.update({int(i): p for i, p in zip(saved["params"], own["params"])})
+        own.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+    return params
 
 
 def _check_flags(group: dict) -> None:
