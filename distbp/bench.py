@@ -13,6 +13,13 @@ DDP's fused-bucket allreduces (bucket_*: the collectives through distbp's seam) 
 reduction (ddp_reduce_*: also copying every gradient into its bucket, a memory pass torch does too).
 Timings on a shared machine vary up to 2x run to run: compare figures from one run.
 
+Memory, per rank (lists in rank order): param_bytes, grad_bytes (the gradients the parameters hold;
+under DDP views of its buckets), optimizer_state_bytes (the optimizer's state arrays) and
+comm_buffer_bytes (what the reduction keeps beside them: 0 under DDP, whose buckets are the
+gradients; under --zero 1 the flat buffer it reduce-scatters into and this rank's parameter slice).
+With --zero 1 (ZeroRedundancyOptimizer, no DDP) the optimizer state is sharded over the ranks and
+optimizer_step_ms (median) times its step: reduce-scatter, update, allgather.
+
 With --pipeline-stages P (world = P stages x world/P data-parallel replicas; --batch-per-rank then
 counts the samples of one replica, the global batch is that times the replicas) it reports
 samples_per_sec, step_ms and, per stage (summed over the timed steps of replica 0's ranks):
@@ -33,8 +40,15 @@ import time
 import numpy
 
 import distbp as db
-from distbp import nn
-from distbp.distributed import DistributedDataParallel, get_comm, init
+from distbp import backend, nn
+from distbp.distributed import (
+    DistributedDataParallel,
+    ZeroRedundancyOptimizer,
+    broadcast_module,
+    get_comm,
+    init,
+    verify_same_model,
+)
 from distbp.distributed.comm import SelfComm
 from distbp.distributed.grid import ProcessGrid
 from distbp.distributed.pipeline import PipelineStage, partition
@@ -105,6 +119,10 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda runs on CuPy")
     p.add_argument("--bucket-mb", type=float, default=25, help="gradient bucket size in MB")
+    p.add_argument("--optimizer", default="sgd", choices=list(registry.OPTIMIZERS),
+                   help="optimizer, lr 0.01 and its defaults")
+    p.add_argument("--zero", type=int, default=0, choices=[0, 1],
+                   help="1: shard the optimizer state over the ranks (ZeroRedundancyOptimizer) instead of DDP")
     p.add_argument("--compare-bare", action="store_true", help="also time a bare mpi4py Allreduce")
     p.add_argument("--scaling", type=int, metavar="BLOCKS", default=0,
                    help="weak scaling under mpiexec: BLOCKS rounds of three blocks of --steps steps: rank 0 "
@@ -129,6 +147,8 @@ def parse_args(argv=None):
         p.error(f"--sizes must be comma-separated integers such as 784,1024,1024,10, got {args.sizes!r}")
     if len(args.sizes) < 2 or min(args.sizes) < 1:
         p.error(f"--sizes needs at least two positive sizes, got {args.sizes}")
+    if args.zero and (args.pipeline_stages is not None or args.scaling or args.compare_bare):
+        p.error("--zero 1 runs without --pipeline-stages, --scaling or --compare-bare")
     if args.pipeline_stages is not None:
         if args.pipeline_stages < 1 or args.micro_batches < 1:
             p.error(f"--pipeline-stages and --micro-batches must be at least 1, got {args.pipeline_stages} "
@@ -147,23 +167,54 @@ def parse_args(argv=None):
     return args
 
 
-def make_step(args, comm):
-    """A training step of the chosen model wrapped in DDP over `comm`, on synthetic data; and the DDP."""
+def make_step(args, comm, stats=None):
+    """A training step of the chosen model on synthetic data: wrapped in DDP over `comm`, or with
+    --zero 1 stepped by a ZeroRedundancyOptimizer over it (averaging, as DDP does here); and the DDP
+    (None under --zero 1). `stats`, if given, gets `model` and `opt` and, with --zero 1, each step's
+    optimizer time appended to stats["opt_s"]."""
     db.manual_seed(0)
     model, in_shape, classes = build_model(args.model, args.sizes)
     if args.device == "cuda":
         model.to("cuda")
-    ddp = DistributedDataParallel(model, comm, bucket_cap_mb=args.bucket_mb)
-    opt = SGD(ddp.parameters(), lr=0.01)
+    cls = registry.OPTIMIZERS[getattr(args, "optimizer", "sgd")]
+    if getattr(args, "zero", 0):
+        verify_same_model(model, comm)
+        broadcast_module(model, comm)
+        ddp, net = None, model
+        opt = ZeroRedundancyOptimizer(model.parameters(), cls, comm=comm, average=True, lr=0.01)
+    else:
+        ddp = net = DistributedDataParallel(model, comm, bucket_cap_mb=args.bucket_mb)
+        opt = cls(ddp.parameters(), lr=0.01)
     rng = numpy.random.default_rng(get_comm().rank)
     x = db.tensor(rng.standard_normal((args.batch_per_rank,) + in_shape).astype(args.dtype), device=args.device)
     y = rng.integers(0, classes, args.batch_per_rank)
+    if stats is not None:
+        stats.update(model=model, opt=opt, opt_s=[])
 
     def step():
         opt.zero_grad()
-        nn.functional.cross_entropy(ddp(x), y).backward()
+        nn.functional.cross_entropy(net(x), y).backward()
+        t0 = time.perf_counter()
         opt.step()
+        if stats is not None and ddp is None:
+            stats["opt_s"].append(time.perf_counter() - t0)
     return step, ddp
+
+
+def _array_bytes(values) -> int:
+    return sum(int(v.nbytes) for v in values if backend.is_array(v))
+
+
+def memory_bytes(model, opt) -> dict:
+    """This rank's bytes of parameters, gradients, optimizer state and reduction buffers (see the doc)."""
+    params = list(model.parameters())
+    zero = isinstance(opt, ZeroRedundancyOptimizer)
+    state = (opt.optim if zero else opt).state
+    return {"param_bytes": _array_bytes(p.data for p in params),
+            "grad_bytes": _array_bytes(p.grad for p in params if p.grad is not None),
+            "optimizer_state_bytes": _array_bytes(v for st in state.values() for v in st.values()),
+            "comm_buffer_bytes": (_array_bytes(opt._buffers.values()) + _array_bytes(opt._shards.values())
+                                  if zero else 0)}
 
 
 def run_scaling(args, comm) -> dict:
@@ -273,30 +324,40 @@ def run(args) -> dict:
         return run_pipeline(args, comm)
     if args.scaling:
         return run_scaling(args, comm)
-    step, ddp = make_step(args, comm)
+    stats = {}
+    step, ddp = make_step(args, comm, stats)
     for _ in range(args.warmup):
         step()
     waits = []
+    stats["opt_s"].clear()
     comm.barrier()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-        waits.append(ddp.last_comm_wait_s)
+        if ddp is not None:
+            waits.append(ddp.last_comm_wait_s)
     comm.barrier()
     total = time.perf_counter() - t0
-    waits = comm.allgather(numpy.array(waits))  # (ranks, steps)
     out = {
         "model": args.model, "world_size": comm.size, "batch_per_rank": args.batch_per_rank,
-        "dtype": args.dtype, "device": args.device, "threads": args.threads, "buckets": len(ddp.reducer.buckets),
+        "dtype": args.dtype, "device": args.device, "threads": args.threads, "optimizer": args.optimizer,
+        "zero": args.zero, "buckets": len(ddp.reducer.buckets) if ddp is not None else 0,
         "samples_per_sec": comm.size * args.batch_per_rank * args.steps / total,
         "step_ms": 1e3 * total / args.steps,
+    }
+    if ddp is not None:
+        waits = comm.allgather(numpy.array(waits))  # (ranks, steps)
         # the longest wait of any rank (also waiting for a slower rank's backward), and the wait of
         # the rank that arrived last (the communication alone)
-        "comm_wait_ms": 1e3 * float(numpy.median(waits.max(axis=0))),
-        "comm_wait_last_rank_ms": 1e3 * float(numpy.median(waits.min(axis=0))),
-        "bytes_reduced_per_step": ddp.bytes_per_sync,
-    }
-    out["comm_wait_pct"] = 100 * out["comm_wait_ms"] / out["step_ms"]
+        out.update(comm_wait_ms=1e3 * float(numpy.median(waits.max(axis=0))),
+                   comm_wait_last_rank_ms=1e3 * float(numpy.median(waits.min(axis=0))),
+                   bytes_reduced_per_step=ddp.bytes_per_sync)
+        out["comm_wait_pct"] = 100 * out["comm_wait_ms"] / out["step_ms"]
+    else:
+        out["optimizer_step_ms"] = 1e3 * float(numpy.median(comm.allgather(numpy.array(stats["opt_s"])).max(axis=0)))
+    mine = memory_bytes(stats["model"], stats["opt"])
+    everyone = comm.allgather_obj(mine)
+    out.update({k: [r[k] for r in everyone] for k in mine})
     if args.compare_bare and comm.size > 1:
         t = compare_reductions(ddp, comm, args.dtype)
         bare, fused, whole = t["bare"], t["bucket"], t["whole"]

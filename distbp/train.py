@@ -27,6 +27,7 @@ from .training.trainer import (
     model_for,
     optimizer_for,
     pipeline_stage_for,
+    zero_optimizer_for,
 )
 
 LOG_EVERY = 100   # steps between log points (also at epoch ends and checkpoints): one allreduce of losses
@@ -71,7 +72,10 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
         model = pipeline_stage_for(cfg, model, comm, data.task, sizes)
     params = list(model.parameters())
-    optimizer = optimizer_for(cfg, params) if params else None   # a stage of activations only has none
+    if cfg.zero:     # the optimizer state sharded over the ranks; the weights those of plain data parallelism
+        optimizer = zero_optimizer_for(cfg, model, comm)
+    else:            # a stage of activations only has none
+        optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
                       micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size)
@@ -89,6 +93,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         count = int(comm.allreduce(numpy.array([count if grid.replica == 0 else 0], dtype=numpy.int64))[0])
     layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s), "
               f"schedule {cfg.schedule}" if grid is not None else f"{comm.size} rank(s)")
+    if cfg.zero:
+        layout += ", optimizer state sharded (ZeRO-1)"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1
@@ -120,7 +126,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                 log.record(split="val", step=trainer.global_step, epoch=trainer.epoch, **public(val))
                 line += f" | val {describe(val, data.task)}"
             if comm.size > 1:                # what communication costs: backward's wait for the allreduces
-                what = "comm wait" if trainer.grid is None else "rank 0 waited on its neighbours"
+                what = ("rank 0 waited on its neighbours" if trainer.grid is not None
+                        else "ZeRO step (reduce-scatter, update, allgather)" if cfg.zero else "comm wait")
                 line += f" | {what} {100 * (trainer.comm_wait_s - wait_before) / seconds:.1f}% of the epoch"
             log.print(f"{line} | {sum(map(len, batches[start:])) / seconds:.0f} samples/s")
         log.flush(trainer)

@@ -88,6 +88,9 @@ def test_bad_flags_give_one_line(argv, words):
     (["--partition", "even"], "invalid partition 'even': give uniform, parameters or increasing layer indices"),
     (["--partition", "4,2"], "invalid partition '4,2': split points must be positive and increase strictly"),
     (["--partition", "0,2"], "invalid partition '0,2'"),
+    (["--zero", "2"], "invalid zero 2: choose 0 or 1"),
+    (["--zero", "1", "--pipeline-stages", "2"], ("--zero 1 with --pipeline-stages 2: the sharded optimizer is "
+                                                 "for data parallelism only")),
 ])
 def test_bad_values_name_key_value_and_rule(argv, words):
     with pytest.raises(ConfigError) as e:
@@ -137,3 +140,14 @@ def test_pipeline_settings_from_flags_and_toml(tmp_path):
     assert (cfg.pipeline_stages, cfg.micro_batch_size, cfg.partition) == (4, 16, "2,5,7")
     with pytest.raises(ConfigError, match="pipeline_stages must be an integer"):
         parse_config(["--config", _toml(tmp_path, 'pipeline_stages = "2"\n')])
+
+
+def test_zero_from_flags_and_toml(tmp_path):
+    assert parse_config([])[0].zero == 0
+    cfg, explicit = parse_config(["--zero", "1"])
+    assert cfg.zero == 1 and "zero" in explicit
+    assert parse_config(["--config", _toml(tmp_path, "zero = 1\n")])[0].zero == 1
+    with pytest.raises(ConfigError, match="zero must be an integer"):
+        parse_config(["--config", _toml(tmp_path, "zero = true\n")])
+    with pytest.raises(ConfigError, match="invalid zero -1: choose 0 or 1"):
+        parse_config(["--config", _toml(tmp_path, "zero = -1\n")])

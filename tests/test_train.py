@@ -195,6 +195,8 @@ def _one_line_error(result, words):
     (["--dataset", "/no/such/folder"], "neither a built-in"),
     (["--resume"], "--resume: no checkpoint"),
     (["--resume", "/no/ckpt.safetensors"], "checkpoint /no/ckpt.safetensors does not exist"),
+    (["--zero", "3"], "invalid zero 3: choose 0 or 1"),
+    (["--zero", "1", "--pipeline-stages", "2"], "--zero 1 with --pipeline-stages 2"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), *args), words)

@@ -6,8 +6,10 @@ parallelism): `distbp.distributed.functional`; checked point-to-point transfers 
 for pipeline parallelism: `p2p` (`send_array`, `recv_array`, `tag`), `ProcessGrid`; tensor
 parallelism (Megatron's column/row split): `tensor_parallel` (`ColumnParallelLinear`,
 `RowParallelLinear`); optimizer state sharded over the data-parallel ranks (ZeRO-1):
-`ZeroRedundancyOptimizer`. See docs/distributed.md and docs/model_parallel.md."""
+`ZeroRedundancyOptimizer`; gradient clipping over the grid's shards and stages: `clip_grad_norm_`.
+See docs/distributed.md and docs/model_parallel.md."""
 from . import functional, p2p, tensor_parallel
+from .clip import clip_grad_norm_
 from .comm import Communicator, MPIComm, Request, SelfComm, get_comm, launched_by_mpi
 from .comm.watchdog import CollectiveMismatchError, get_step, set_step
 from .data_parallel import DistributedDataParallel, broadcast_module, broadcast_state, verify_same_model
@@ -21,6 +23,6 @@ from .zero import ZeroRedundancyOptimizer
 
 __all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "DistributedDataParallel", "MPIComm",
            "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SyncBatchNorm",
-           "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state", "functional", "get_comm", "get_step",
-           "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array", "set_step", "set_threads",
-           "tensor_parallel", "verify_same_model"]
+           "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state", "clip_grad_norm_", "functional",
+           "get_comm", "get_step", "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array",
+           "set_step", "set_threads", "tensor_parallel", "verify_same_model"]

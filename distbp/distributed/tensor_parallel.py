@@ -26,9 +26,15 @@ output features, so x's gradient is the sum of their contributions.
 The union of the shards starts equal to the single-process layer (the shard is a slice of the
 full weight, drawn from the same RNG), and `shard_spec` says for each parameter which dim was
 sliced and where, so `full_state_dict` can rebuild the full tensors (checkpoints).
+
+`parallelize_mlp` turns a single-process MLP (an nn.Sequential of Flatten/Linear/activation/Dropout,
+the zoo's "mlp") into this form under the same layer names: consecutive Linears pair up as Column
+-> Row, so the activations leaving every pair are whole and identical on the T ranks, and `distbp.distributed.clip_grad_norm_` finds the shards through
+`shard_spec_of`.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy
@@ -36,8 +42,10 @@ import numpy
 from .. import random
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from ..nn import activation as _activation
+from ..nn.dropout import Dropout
 from ..nn.linear import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Module, Parameter, Sequential
 from ..ops import mul
 from ..ops.linalg import Linear as _LinearFn
 from .comm import Communicator
@@ -127,6 +135,25 @@ class ShardSpec:
     full: int = 0
 
 
+# Parameter -> its ShardSpec, by identity (a Parameter has no room for attributes, and == on tensors
+# is elementwise): the entry goes when the parameter does.
+_SPECS: dict[int, tuple[weakref.ref, ShardSpec]] = {}
+
+
+def _register_shards(module: Module) -> None:
+    for name, spec in module.shard_spec.items():
+        param = getattr(module, name)
+        key = id(param)
+        _SPECS[key] = (weakref.ref(param, lambda _, key=key: _SPECS.pop(key, None)), spec)
+
+
+def shard_spec_of(param) -> ShardSpec | None:
+    """The ShardSpec of a tensor-parallel layer's parameter (dim None: replicated over tp_comm), or
+    None for any other tensor (a plain layer's parameter: the same on every tensor-parallel rank)."""
+    entry = _SPECS.get(id(param))
+    return entry[1] if entry is not None and entry[0]() is param else None
+
+
 def _copy(a):
     """A contiguous copy on a's device: a shard must not be a view that keeps the full weight alive."""
     return get_array_module(a).array(a, copy=True, order="C")
@@ -155,6 +182,7 @@ class ColumnParallelLinear(Module):
         self.register_parameter("bias", Parameter(_copy(full.bias.data[rows])) if bias else None)
         spec = ShardSpec(0, rows.start, rows.stop, out_features)
         self.shard_spec = {"weight": spec, **({"bias": spec} if bias else {})}
+        _register_shards(self)
 
     @classmethod
     def from_linear(cls, linear: Linear, tp_comm: Communicator, gather_output: bool = False):
@@ -190,6 +218,7 @@ class RowParallelLinear(Module):
         self.register_parameter("bias", Parameter(_copy(full.bias.data)) if bias else None)
         self.shard_spec = {"weight": ShardSpec(1, cols.start, cols.stop, in_features),
                            **({"bias": ShardSpec(None)} if bias else {})}
+        _register_shards(self)
 
     @classmethod
     def from_linear(cls, linear: Linear, tp_comm: Communicator, input_is_parallel: bool = True):
@@ -211,12 +240,21 @@ class RowParallelLinear(Module):
 def full_state_dict(model: Module, tp_comm: Communicator) -> dict[str, numpy.ndarray]:
     """`model.state_dict()` with every sharded parameter gathered over `tp_comm` into its full
     tensor (the single-process model's state). Collective over `tp_comm`, in the modules' order."""
-    state = model.state_dict()
+    return gather_shards(model, model.state_dict(), tp_comm)
+
+
+def gather_shards(model: Module, arrays: dict, tp_comm: Communicator) -> dict:
+    """`arrays` (parameter name -> this rank's array of that parameter's shape: its data, its
+    gradient) with every sharded entry gathered over `tp_comm` into the full tensor; names absent
+    from `arrays` are skipped on every rank alike. Collective over `tp_comm`, in the modules' order."""
+    state = dict(arrays)
     for prefix, module in model.named_modules():
         for name, spec in getattr(module, "shard_spec", {}).items():
             if spec.dim is None:
                 continue
             key = f"{prefix}.{name}" if prefix else name
+            if key not in state:
+                continue
             xp = get_array_module(state[key])
             blocks = tp_comm.allgather(xp.ascontiguousarray(state[key]))
             state[key] = xp.concatenate(list(blocks), axis=spec.dim)
@@ -237,3 +275,56 @@ def tensor_parallel_dropout(x: Tensor, p: float, training: bool, tp_comm: Commun
     mask = (u >= p).astype(x.dtype)
     mask *= 0.0 if p == 1 else 1.0 / (1.0 - p)
     return mul(x, mask)
+
+
+class TensorParallelDropout(Module):
+    """nn.Dropout for this rank's block of features between a ColumnParallelLinear and a
+    RowParallelLinear: `tensor_parallel_dropout`, so the T blocks drop what one process drops."""
+
+    def __init__(self, p: float, tp_comm: Communicator):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p, self.tp_comm = p, tp_comm
+
+    def forward(self, x):
+        return tensor_parallel_dropout(x, self.p, self.training, self.tp_comm)
+
+    def extra_repr(self):
+        return f"p={self.p}, tensor_parallel={self.tp_comm.size}"
+
+
+def _elementwise(module: Module) -> bool:
+    # Between a Column and a Row a rank holds a block of the features: only a layer that acts on
+    # each feature alone gives there the block of what it gives on all of them (Softmax does not).
+    return (type(module).__module__ == _activation.__name__ and not isinstance(module, _activation.Softmax)
+            and not list(module.parameters()))
+
+
+def parallelize_mlp(model: Sequential, tp_comm: Communicator) -> Sequential:
+    """The tensor-parallel form of an MLP `model` (an nn.Sequential of Flatten, Linear, elementwise
+    activations and Dropout; the zoo's "mlp"), under the same layer names: its Linears, in order,
+    pair up as ColumnParallelLinear -> RowParallelLinear (a trailing odd Linear stays whole on every
+    rank), and a Dropout between the two of a pair becomes TensorParallelDropout. The shards are
+    slices of `model`'s own weights, so the result computes what `model` computes; every rank
+    passes the same model. `full_state_dict(result, tp_comm)` gives `model.state_dict()`'s keys."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"parallelize_mlp converts an nn.Sequential, not a {type(model).__name__}")
+    linears = [name for name, m in model._modules.items() if type(m) is Linear]
+    columns = set(linears[0:len(linears) - 1:2])
+    rows = set(linears[1::2])
+    layers, inside = {}, False  # inside: between a Column and its Row, where features are split
+    for name, m in model._modules.items():
+        if name in columns:
+            layers[name], inside = ColumnParallelLinear.from_linear(m, tp_comm), True
+        elif name in rows:
+            layers[name], inside = RowParallelLinear.from_linear(m, tp_comm), False
+        elif inside and isinstance(m, Dropout):
+            layers[name] = TensorParallelDropout(m.p, tp_comm)
+        elif inside and not _elementwise(m):
+            raise TypeError(f"layer {name!r} ({type(m).__name__}) sits between the Linears {sorted(columns)} "
+                            "and their row-parallel partners, where each rank holds a block of the features; "
+                            "only elementwise activations and Dropout can run there")
+        else:
+            layers[name] = m
+    return Sequential(layers)

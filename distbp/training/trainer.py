@@ -17,10 +17,18 @@ share of the batch, cut into micro-batches; its loss is the same sum / global ba
 gradients are the same single-process mean gradient. Only the last stage has the loss: the other
 stages report a loss sum of 0, so the same one allreduce at a log point gives the global mean. The
 divergence verdict, though, needs one small allreduce per step: a stage without the loss, or
-without parameters, cannot see a non-finite loss in gradients it may not have."""
+without parameters, cannot see a non-finite loss in gradients it may not have.
+
+ZeRO stage 1 (`optimizer` a ZeroRedundancyOptimizer, see `zero_optimizer_for`): no DDP wrapper;
+backward leaves each rank its own gradients and the optimizer's step sums them (reduce-scatter),
+updates this rank's slice and all-gathers the weights: bitwise plain data parallelism, as the sum
+runs in the same rank order. The gradients it reduces are not visible before the update, so the
+divergence verdict is the same one small allreduce per step as in a pipeline. Checkpoints hold the
+consolidated, plain optimizer state, so any run resumes from them, with or without ZeRO."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy
@@ -29,7 +37,13 @@ from .. import backend
 from .. import random as distbp_random
 from ..autograd import no_grad, tensor
 from ..data import shard_bounds
-from ..distributed import DistributedDataParallel, get_comm
+from ..distributed import (
+    DistributedDataParallel,
+    ZeroRedundancyOptimizer,
+    broadcast_module,
+    get_comm,
+    verify_same_model,
+)
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
 from . import checkpoint, pipeline_state, registry
@@ -108,11 +122,14 @@ class Trainer:
         self.loss_fn = registry.LOSSES[TASK_LOSSES[task]](reduction="sum")
         self.grid = model.grid if isinstance(model, PipelineStage) else None
         self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
+        self.zero = isinstance(optimizer, ZeroRedundancyOptimizer)
+        if self.zero and self.grid is not None:
+            raise ValueError("ZeroRedundancyOptimizer with a PipelineStage is not supported")
         # The gradients are summed over ranks in buckets, overlapped with backward; average=False as
         # each rank's loss is already divided by the global batch. A pipeline stage sums its own
         # over its replicas.
         self.ddp = (DistributedDataParallel(model, self.comm, average=False)
-                    if self.comm.size > 1 and self.grid is None else None)
+                    if self.comm.size > 1 and self.grid is None and not self.zero else None)
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
@@ -128,6 +145,10 @@ class Trainer:
             return self._pipeline_step(X, y, global_batch)
         self.net.train()
         self.optimizer.zero_grad()
+        if self.zero and self.comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
+            for b in self.model.buffers():
+                if backend.is_array(b):
+                    self.comm.bcast(b)
         with distbp_random.batch(step=self.global_step, first_sample=first_sample):
             out = self.net(tensor(backend.to_device(X, self.device)))
         total = self.loss_fn(out, backend.to_device(y, self.device))
@@ -140,8 +161,13 @@ class Trainer:
         if self.ddp is not None:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
+        if self.zero and self.comm.size > 1:   # local gradients: one number makes the verdict shared
+            updated = float(self.comm.allreduce(numpy.array([0.0 if updated else 1.0]))[0]) == 0.0
         if updated:
+            t0 = time.perf_counter()
             self._update()
+            if self.zero:   # its reduce-scatter and allgather are this mode's communication
+                self.comm_wait_s += time.perf_counter() - t0
         return StepResult(loss_sum, len(X), global_batch, scale, updated)
 
     def _update(self) -> None:
@@ -239,6 +265,10 @@ class Trainer:
             meta["pipeline_stages"] = self.grid.num_stages
             state = pipeline_state.gather_state(self.model, self.optimizer, self.grid)
             checkpoint.save(path, None, None, meta, self.comm, state=state or ({}, None))
+        elif self.zero:   # the plain optimizer's state, gathered on rank 0: any run resumes from it
+            full = self.optimizer.consolidate_state_dict(to=0)
+            state = (self.model.state_dict(), full) if self.comm.is_root else None
+            checkpoint.save(path, None, None, meta, self.comm, state=state)
         else:
             checkpoint.save(path, self.model, self.optimizer, meta, self.comm)
         if self.comm.is_root:
@@ -303,8 +333,23 @@ def model_for(cfg, data):
         raise UsageError(f"cannot build model {cfg.model!r}: {e}") from None
 
 
+def _optimizer_options(cfg) -> dict:
+    """Those of weight_decay and momentum that the configured optimizer takes."""
+    accepted = registry.accepted_options(registry.OPTIMIZERS[cfg.optimizer])
+    return {k: getattr(cfg, k) for k in ("weight_decay", "momentum") if accepted is None or k in accepted}
+
+
 def optimizer_for(cfg, params):
     """The configured optimizer; it gets those of weight_decay and momentum that it takes."""
-    accepted = registry.accepted_options(registry.OPTIMIZERS[cfg.optimizer])
-    options = {k: getattr(cfg, k) for k in ("weight_decay", "momentum") if accepted is None or k in accepted}
-    return registry.build_optimizer(cfg.optimizer, params, cfg.lr, **options)
+    return registry.build_optimizer(cfg.optimizer, params, cfg.lr, **_optimizer_options(cfg))
+
+
+def zero_optimizer_for(cfg, model, comm):
+    """--zero 1: the configured optimizer sharded over `comm`'s ranks (ZeroRedundancyOptimizer, a SUM
+    of the gradients, as each rank's loss is already divided by the global batch). Collective: the
+    model is first checked to be the same on every rank (before the sharded layout, which assumes
+    it) and rank 0's weights and buffers are broadcast, as DistributedDataParallel does."""
+    verify_same_model(model, comm)
+    broadcast_module(model, comm)
+    return ZeroRedundancyOptimizer(model.parameters(), registry.OPTIMIZERS[cfg.optimizer], comm=comm,
+                                   average=False, lr=cfg.lr, **_optimizer_options(cfg))
