@@ -27,6 +27,7 @@ from .training.trainer import (
     model_for,
     optimizer_for,
     pipeline_stage_for,
+    tensor_parallel_for,
     zero_optimizer_for,
 )
 
@@ -68,6 +69,10 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = model_for(cfg, data).to(cfg.device)
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
+    count = sum(p.data.size for p in model.parameters())   # the whole model's size, before any split
+    tp_grid = None
+    if cfg.tensor_parallel > 1:   # this rank keeps its block of every layer pair
+        model, tp_grid = tensor_parallel_for(cfg, model, comm)
     if cfg.pipeline_stages > 1:   # this rank keeps its stage's layers; the rest of the model is dropped
         sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
         model = pipeline_stage_for(cfg, model, comm, data.task, sizes)
@@ -78,7 +83,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
-                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size)
+                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid)
     if ckpt is not None:
         trainer.resume(ckpt)
 
@@ -87,14 +92,14 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if ckpt is not None:
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
-    count = sum(p.data.size for p in model.parameters())
     grid = trainer.grid
-    if grid is not None:   # the whole model's size, as one process would print it
-        count = int(comm.allreduce(numpy.array([count if grid.replica == 0 else 0], dtype=numpy.int64))[0])
     layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s), "
               f"schedule {cfg.schedule}" if grid is not None else f"{comm.size} rank(s)")
     if cfg.zero:
         layout += ", optimizer state sharded (ZeRO-1)"
+    if tp_grid is not None:
+        layout = (f"{comm.size} rank(s) as {tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
+                  "replica(s)")
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1

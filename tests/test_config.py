@@ -151,3 +151,16 @@ def test_zero_from_flags_and_toml(tmp_path):
         parse_config(["--config", _toml(tmp_path, "zero = true\n")])
     with pytest.raises(ConfigError, match="invalid zero -1: choose 0 or 1"):
         parse_config(["--config", _toml(tmp_path, "zero = -1\n")])
+
+
+def test_tensor_parallel_from_flags_and_toml(tmp_path):
+    assert parse_config([])[0].tensor_parallel == 1
+    cfg, explicit = parse_config(["--tensor-parallel", "2"])
+    assert cfg.tensor_parallel == 2 and "tensor_parallel" in explicit
+    assert parse_config(["--config", _toml(tmp_path, "tensor_parallel = 4\n")])[0].tensor_parallel == 4
+    with pytest.raises(ConfigError, match="tensor_parallel must be an integer"):
+        parse_config(["--config", _toml(tmp_path, 'tensor_parallel = "2"\n')])
+    with pytest.raises(ConfigError, match="invalid tensor_parallel 0: must be at least 1"):
+        parse_config(["--tensor-parallel", "0"])
+    with pytest.raises(ConfigError, match="--zero 1 with --tensor-parallel 2"):
+        parse_config(["--tensor-parallel", "2", "--zero", "1"])

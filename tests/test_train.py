@@ -429,3 +429,65 @@ def test_pipeline_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, r
     _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),
                     words)
     assert not tmp_path.exists() or not os.listdir(tmp_path)      # no rank trained or saved
+
+
+TP = [*FAST, "--epochs", "1", "--batch-size", "50", "--dtype", "float64", "--hidden", "24,16", "--dropout", "0.3"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 4])     # 4: 2 tensor-parallel shards x 2 replicas
+@pytest.mark.parametrize("opt", [["--optimizer", "sgd", "--momentum", "0.9"],
+                                 ["--optimizer", "adam", "--lr", "0.003"]], ids=["sgd", "adam"])
+def test_tensor_parallel_matches_one_process(tmp_path, ranks, opt):
+    many, one = tmp_path / "many", tmp_path / "one"
+    result = _mpi_train(ranks, *TP, *opt, "--tensor-parallel", "2", "--checkpoint-dir", str(many),
+                        "--log-dir", str(many))
+    assert f"{ranks} rank(s) as 2 tensor-parallel shards x {ranks // 2} replica(s)" in result.stdout
+    assert main([*TP, *opt, "--checkpoint-dir", str(one), "--log-dir", str(one)]) == 0
+    _assert_close(one, many)     # one file, the single-process names and shapes, optimizer state included
+    assert checkpoint.load(checkpoint.latest(many)).meta["tensor_parallel"] == 2
+    a, b = _train_losses(one), _train_losses(many)
+    assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 26
+    np.testing.assert_allclose([r[2] for r in b], [r[2] for r in a], rtol=1e-10)   # each sample counted once
+    test = [json.loads(line) for d in (one, many) for line in (d / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "test"]
+    assert test[0]["confusion_matrix"] == test[1]["confusion_matrix"]
+
+
+@needs_mpi
+def test_a_run_resumes_one_process_to_tensor_parallel_and_back_as_the_unbroken_run(tmp_path):
+    # 1 process -> 2 shards -> 2 shards x 2 replicas -> 1 process, 26 steps in all (adam: optimizer state moves)
+    opt = ["--optimizer", "adam", "--lr", "0.003"]
+    assert main([*TP, *opt, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    mix = str(tmp_path / "mix")
+    assert main([*TP, *opt, "--checkpoint-dir", mix, "--steps", "7"]) == 0
+    _mpi_train(2, *TP, "--checkpoint-dir", mix, "--resume", "--steps", "14", "--tensor-parallel", "2")
+    _mpi_train(4, *TP, "--checkpoint-dir", mix, "--resume", "--steps", "20", "--tensor-parallel", "2")
+    assert checkpoint.load(checkpoint.latest(mix)).meta["world_size"] == 4
+    assert main([*TP, "--checkpoint-dir", mix, "--resume"]) == 0
+    assert checkpoint.load(checkpoint.latest(mix)).meta["step"] == 26
+    _assert_close(tmp_path / "one", mix)
+
+
+def test_tensor_parallel_usage_errors_in_one_process(tmp_path):
+    _one_line_error(_cli("--tensor-parallel", "2", "--checkpoint-dir", str(tmp_path)),
+                    "--tensor-parallel 2: the world size 1 is not a multiple of it; launch 2 ranks")
+    _one_line_error(_cli("--tensor-parallel", "2", "--zero", "1", "--checkpoint-dir", str(tmp_path)),
+                    "--zero 1 with --tensor-parallel 2")
+    _one_line_error(_cli("--tensor-parallel", "0", "--checkpoint-dir", str(tmp_path)),
+                    "invalid tensor_parallel 0: must be at least 1")
+    assert not tmp_path.exists() or not os.listdir(tmp_path)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, args, words", [
+    (2, ["--tensor-parallel", "2", "--model", "cnn"], "--tensor-parallel 2 supports the model(s) mlp, not 'cnn'"),
+    (2, ["--tensor-parallel", "2", "--hidden", "24,15"], "the hidden sizes [15] are not divisible by it"),
+    (3, ["--tensor-parallel", "2"], "the world size 3 is not a multiple of it; launch 2 or 4 ranks"),
+    (2, ["--tensor-parallel", "2", "--zero", "1"], "--zero 1 with --tensor-parallel 2"),
+    (4, ["--tensor-parallel", "2", "--pipeline-stages", "2"], "with --pipeline-stages 2 is not supported"),
+])
+def test_tensor_parallel_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, ranks, args, words):
+    _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),
+                    words)
+    assert not tmp_path.exists() or not os.listdir(tmp_path)      # no rank trained or saved

@@ -71,6 +71,8 @@ class TrainConfig:
                                      "parameters (balanced parameter counts) or split points i,j,...")
     zero: int = _opt(0, "1: shard the optimizer state over the data-parallel ranks (ZeRO stage 1; same "
                         "weights as 0); 0: every rank keeps all of it")
+    tensor_parallel: int = _opt(1, "split every layer pair of the mlp over T ranks (Megatron column/row; "
+                                   "world size a multiple of T x P; data parallelism takes the rest)")
     show_schedule: bool = _opt(False, "print every stage's timeline for this run's pipeline, then exit")
 
     def to_dict(self) -> dict:
@@ -148,6 +150,11 @@ def _check_values(cfg: TrainConfig) -> None:
                           f"{cfg.micro_batch_size})")
     if cfg.schedule not in SCHEDULES:
         bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
+    if cfg.tensor_parallel < 1:
+        bad("tensor_parallel", "must be at least 1")
+    if cfg.zero and cfg.tensor_parallel > 1:
+        raise ConfigError(f"--zero 1 with --tensor-parallel {cfg.tensor_parallel}: the sharded optimizer is for "
+                          f"data parallelism only; use one or the other")
     if cfg.zero not in (0, 1):
         bad("zero", "choose 0 or 1")
     if cfg.zero and cfg.pipeline_stages > 1:

@@ -24,7 +24,15 @@ backward leaves each rank its own gradients and the optimizer's step sums them (
 updates this rank's slice and all-gathers the weights: bitwise plain data parallelism, as the sum
 runs in the same rank order. The gradients it reduces are not visible before the update, so the
 divergence verdict is the same one small allreduce per step as in a pipeline. Checkpoints hold the
-consolidated, plain optimizer state, so any run resumes from them, with or without ZeRO."""
+consolidated, plain optimizer state, so any run resumes from them, with or without ZeRO.
+
+Tensor parallelism (`tp_grid` a ProcessGrid, the model from `tensor_parallel_for`): the T ranks of a
+shard group run every forward and backward together on the SAME samples, so the data is split over
+the replicas (`grid.dp_comm`), not the world, and DDP sums each shard's gradients over the ranks
+that hold that shard. Every rank of a shard group has the whole loss: the loss sums and the
+evaluation counts are reduced over `dp_comm` only, or they would count each sample T times. A
+shard's gradients may overflow on one rank only, so the divergence verdict is one small allreduce
+over the world per step. Checkpoints hold the gathered, single-process model and optimizer state."""
 from __future__ import annotations
 
 import math
@@ -46,7 +54,8 @@ from ..distributed import (
 )
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
-from . import checkpoint, pipeline_state, registry
+from ..distributed.tensor_parallel import parallelize_mlp
+from . import checkpoint, pipeline_state, registry, tensor_parallel_state
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
@@ -114,7 +123,7 @@ class Trainer:
     def __init__(self, model, optimizer, comm=None, task: str = "classification", device: str = "cpu", *,
                  batches_per_epoch: int | None = None, checkpoint_dir: str | None = None,
                  keep_checkpoints: int = 3, config: dict | None = None, micro_batches: int = 0,
-                 micro_batch_size: int = 0):
+                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None):
         if task not in TASK_LOSSES:
             raise ValueError(f"unknown task {task!r}; expected {' or '.join(TASK_LOSSES)}")
         self.model, self.optimizer, self.task, self.device = model, optimizer, task, device
@@ -123,13 +132,18 @@ class Trainer:
         self.grid = model.grid if isinstance(model, PipelineStage) else None
         self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
         self.zero = isinstance(optimizer, ZeroRedundancyOptimizer)
+        self.tp_grid = tp_grid
+        if tp_grid is not None and (self.zero or self.grid is not None):
+            raise ValueError("tensor parallelism with ZeRO or a PipelineStage is not supported")
+        # the ranks that split the data (each its own samples) and over which losses and counts sum
+        self.data_comm = tp_grid.dp_comm if tp_grid is not None else self.comm
         if self.zero and self.grid is not None:
             raise ValueError("ZeroRedundancyOptimizer with a PipelineStage is not supported")
         # The gradients are summed over ranks in buckets, overlapped with backward; average=False as
         # each rank's loss is already divided by the global batch. A pipeline stage sums its own
         # over its replicas.
-        self.ddp = (DistributedDataParallel(model, self.comm, average=False)
-                    if self.comm.size > 1 and self.grid is None and not self.zero else None)
+        self.ddp = (DistributedDataParallel(model, self.data_comm, average=False)
+                    if self.data_comm.size > 1 and self.grid is None and not self.zero else None)
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
@@ -161,7 +175,7 @@ class Trainer:
         if self.ddp is not None:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
-        if self.zero and self.comm.size > 1:   # local gradients: one number makes the verdict shared
+        if (self.zero or self.tp_grid is not None) and self.comm.size > 1:   # one number makes the verdict shared
             updated = float(self.comm.allreduce(numpy.array([0.0 if updated else 1.0]))[0]) == 0.0
         if updated:
             t0 = time.perf_counter()
@@ -202,8 +216,8 @@ class Trainer:
     def step_on(self, X, y, batch) -> StepResult:
         """`step` on this rank's contiguous share of the global batch `batch` (indices into X, y); in a
         pipeline, the share of this rank's replica."""
-        rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.comm.rank,
-                                                                                          self.comm.size)
+        rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.data_comm.rank,
+                                                                                          self.data_comm.size)
         lo, hi = shard_bounds(len(batch), rank, size)
         return self.step(X[batch[lo:hi]], y[batch[lo:hi]], len(batch), first_sample=lo)
 
@@ -211,7 +225,7 @@ class Trainer:
         """Collective: the global mean loss of each step in `results`, from one allreduce of the sums."""
         if not results:
             return []
-        sums = self.comm.allreduce(numpy.array([r.loss_sum for r in results], dtype=numpy.float64))
+        sums = self.data_comm.allreduce(numpy.array([r.loss_sum for r in results], dtype=numpy.float64))
         return [float(s) / r.scale for s, r in zip(sums, results)]
 
     # ----- evaluation -----
@@ -231,12 +245,12 @@ class Trainer:
                     cm += confusion_matrix(y[i:j], pred.argmax(axis=1), num_classes)
                 else:
                     sums += regression_sums(y[i:j], pred)
-        self.comm.allreduce(loss)
+        self.data_comm.allreduce(loss)
         n = max(len(X), 1)
         if classify:
-            self.comm.allreduce(cm)
+            self.data_comm.allreduce(cm)
             return {"loss": float(loss[0]) / n, **classification_summary(cm)}
-        self.comm.allreduce(sums)
+        self.data_comm.allreduce(sums)
         return {"loss": float(loss[0]) / (n * max(1, int(numpy.prod(y.shape[1:])))), **regression_summary(sums)}
 
     def _eval_outputs(self, X, chunk: int):
@@ -246,7 +260,7 @@ class Trainer:
             start, stop = shard_bounds(len(X), self.grid.replica, self.grid.dp_size)
             outs = self.model.forward_only(X[start:stop], stop - start, chunk)
             return [(start + i, start + j, tensor(out)) for i, j, out in outs]
-        start, stop = shard_bounds(len(X), self.comm.rank, self.comm.size)
+        start, stop = shard_bounds(len(X), self.data_comm.rank, self.data_comm.size)
         return ((i, min(i + chunk, stop), self.model(tensor(backend.to_device(X[i:min(i + chunk, stop)],
                                                                              self.device))))
                 for i in range(start, max(start, stop), chunk))
@@ -265,6 +279,10 @@ class Trainer:
             meta["pipeline_stages"] = self.grid.num_stages
             state = pipeline_state.gather_state(self.model, self.optimizer, self.grid)
             checkpoint.save(path, None, None, meta, self.comm, state=state or ({}, None))
+        elif self.tp_grid is not None:   # the shards gathered: one process, or any T, resumes from it
+            meta["tensor_parallel"] = self.tp_grid.tp_size
+            state = tensor_parallel_state.gather_state(self.model, self.optimizer, self.tp_grid.tp_comm)
+            checkpoint.save(path, None, None, meta, self.comm, state=state if self.comm.is_root else None)
         elif self.zero:   # the plain optimizer's state, gathered on rank 0: any run resumes from it
             full = self.optimizer.consolidate_state_dict(to=0)
             state = (self.model.state_dict(), full) if self.comm.is_root else None
@@ -279,6 +297,8 @@ class Trainer:
         """Continue from a checkpoint every rank holds: weights, optimizer state, RNG and progress."""
         if self.grid is not None:
             pipeline_state.restore_stage(ckpt, self.model, self.optimizer)
+        elif self.tp_grid is not None:
+            checkpoint.restore(tensor_parallel_state.local_checkpoint(ckpt, self.model), self.model, self.optimizer)
         else:
             checkpoint.restore(ckpt, self.model, self.optimizer)
         backend.set_rng_state(ckpt.meta["rng"])
@@ -322,6 +342,36 @@ def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes) -> PipelineStag
         def loss(out, y):   # the stage divides by the global batch; the Trainer scales by values per sample
             return mse(out, y) / int(numpy.prod(y.shape[1:]))
     return PipelineStage(model, ProcessGrid(comm, stages), bounds, cfg.schedule, loss=loss)
+
+
+TENSOR_PARALLEL_MODELS = ("mlp",)
+
+
+def tensor_parallel_for(cfg, model, comm) -> tuple:
+    """(the tensor-parallel form of `model`, its ProcessGrid) for cfg's --tensor-parallel.
+
+    Every check is a function of the settings and the world size, so a wrong combination raises the
+    same UsageError on every rank before any rank waits on another (the grid's splits)."""
+    tp = cfg.tensor_parallel
+    if cfg.model not in TENSOR_PARALLEL_MODELS:
+        raise UsageError(f"--tensor-parallel {tp} supports the model(s) {', '.join(TENSOR_PARALLEL_MODELS)}, "
+                         f"not {cfg.model!r}")
+    if cfg.pipeline_stages > 1:
+        raise UsageError(f"--tensor-parallel {tp} with --pipeline-stages {cfg.pipeline_stages} is not supported; "
+                         "use one or the other")
+    odd = [h for h in cfg.hidden if h % tp]
+    if odd:
+        raise UsageError(f"--tensor-parallel {tp}: the hidden sizes {odd} are not divisible by it")
+    if comm.size % tp:
+        lower = comm.size // tp * tp
+        use = " or ".join(str(n) for n in (lower, lower + tp) if n > 0)
+        raise UsageError(f"--tensor-parallel {tp}: the world size {comm.size} is not a multiple of it; "
+                         f"launch {use} ranks")
+    grid = ProcessGrid(comm, 1, tp)
+    try:
+        return parallelize_mlp(model, grid.tp_comm), grid
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--tensor-parallel {tp} with model {cfg.model!r}: {e}") from None
 
 
 def model_for(cfg, data):
