@@ -1,8 +1,9 @@
-"""Time data-parallel or pipeline-parallel training steps on synthetic data; alone or under mpiexec.
+"""Time data-, pipeline- or tensor-parallel training steps on synthetic data; alone or under mpiexec.
 
     OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python -m distbp.bench --model mlp --batch-per-rank 256 --json
     python -m distbp.bench --model cnn --steps 10           # world of one, no launcher
     mpiexec -n 2 python -m distbp.bench --pipeline-stages 2 --micro-batches 8 --schedule 1f1b
+    mpiexec -n 2 python -m distbp.bench --tensor-parallel 2 --sizes 784,4096,4096,10 --threads 1
 
 Prints a table (or one JSON object with --json) with world_size, samples_per_sec (all ranks),
 step_ms, comm_wait_ms (median over steps of the longest time any rank waits for its allreduces
@@ -28,6 +29,12 @@ next to bubble_ideal_pct = (P-1)/(M+P-1), the simulated schedule's idle share;
 peak_activation_bytes, the most bytes held for backward at once (arrays saved between a
 micro-batch's forward and its backward, the largest over the steps); messages_per_step and
 bytes_sent_per_step (activations and gradients to the neighbours).
+
+With --tensor-parallel T (the mlp only; world = T tensor ranks x world/T data-parallel replicas;
+--batch-per-rank then counts the samples of one replica, which its T ranks all see) the zoo MLP is
+split by parallelize_mlp over the grid's tp_comm and DDP sums each shard's gradients over dp_comm.
+It reports samples_per_sec (global batch: that times the replicas), step_ms and the per-rank
+param_bytes, grad_bytes and optimizer_state_bytes (the split layers hold 1/T of their weights).
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ from distbp.distributed.pipeline import PipelineStage, partition
 from distbp.distributed.pipeline.schedule import SCHEDULES
 from distbp.optim import SGD
 from distbp.training import registry
+from distbp.training.trainer import UsageError, tensor_parallel_for
 
 # Input shape of one sample and options of each zoo model here (mlp: from --sizes); a model
 # registered elsewhere gets 28x28 one-channel images, given flat.
@@ -134,6 +142,8 @@ def parse_args(argv=None):
     p.add_argument("--partition", default="uniform", metavar="uniform|parameters|i,j,...",
                    help="where to cut the model into stages: equal layer counts, balanced parameters, "
                         "or split points in the model's layer list")
+    p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
+                   help="tensor-parallel mlp: T tensor ranks x world/T data-parallel replicas")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name in ("batch_per_rank", "steps"):
@@ -149,6 +159,13 @@ def parse_args(argv=None):
         p.error(f"--sizes needs at least two positive sizes, got {args.sizes}")
     if args.zero and (args.pipeline_stages is not None or args.scaling or args.compare_bare):
         p.error("--zero 1 runs without --pipeline-stages, --scaling or --compare-bare")
+    if args.tensor_parallel is not None:
+        if args.tensor_parallel < 1:
+            p.error(f"--tensor-parallel must be at least 1, got {args.tensor_parallel}")
+        if (args.zero or args.pipeline_stages is not None or args.scaling or args.compare_bare
+                or args.device != "cpu"):
+            p.error("--tensor-parallel runs on the cpu, without --zero, --pipeline-stages, --scaling "
+                    "or --compare-bare")
     if args.pipeline_stages is not None:
         if args.pipeline_stages < 1 or args.micro_batches < 1:
             p.error(f"--pipeline-stages and --micro-batches must be at least 1, got {args.pipeline_stages} "
@@ -317,11 +334,51 @@ def run_pipeline(args, comm) -> dict:
     }
 
 
+def run_tensor_parallel(args, comm) -> dict:
+    """Time tensor-parallel steps of the mlp (SGD, lr 0.01); the world/T replicas each draw their
+    own samples, the same on the T ranks of a replica, which compute one forward together."""
+    # the trainer's checks: the same one-line UsageError on every rank before any collective
+    cfg = argparse.Namespace(model=args.model, tensor_parallel=args.tensor_parallel, pipeline_stages=1,
+                             hidden=args.sizes[1:-1])
+    db.manual_seed(0)
+    model, in_shape, classes = build_model(args.model, args.sizes)
+    model, grid = tensor_parallel_for(cfg, model, comm)
+    ddp = DistributedDataParallel(model, grid.dp_comm, bucket_cap_mb=args.bucket_mb) if grid.dp_size > 1 else None
+    net = ddp if ddp is not None else model
+    opt = SGD(model.parameters(), lr=0.01)
+    rng = numpy.random.default_rng(grid.replica)
+    n, global_batch = args.batch_per_rank, args.batch_per_rank * grid.dp_size
+    x = db.tensor(rng.standard_normal((n,) + in_shape).astype(args.dtype))
+    y = rng.integers(0, classes, n)
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    comm.barrier()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    comm.barrier()
+    total = time.perf_counter() - t0
+    out = {"model": args.model, "world_size": comm.size, "tensor_parallel": grid.tp_size, "dp_size": grid.dp_size,
+           "batch_per_rank": n, "global_batch": global_batch, "dtype": args.dtype, "threads": args.threads,
+           "samples_per_sec": global_batch * args.steps / total, "step_ms": 1e3 * total / args.steps}
+    everyone = comm.allgather_obj(memory_bytes(model, opt))
+    out.update({k: [r[k] for r in everyone] for k in ("param_bytes", "grad_bytes", "optimizer_state_bytes")})
+    return out
+
+
 def run(args) -> dict:
     comm = init(threads=args.threads)
     db.set_default_dtype(numpy.dtype(args.dtype))
     if args.pipeline_stages is not None:
         return run_pipeline(args, comm)
+    if args.tensor_parallel is not None:
+        return run_tensor_parallel(args, comm)
     if args.scaling:
         return run_scaling(args, comm)
     stats = {}
@@ -373,7 +430,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         out = run(args)
-    except (ValueError, RuntimeError, TypeError) as e:  # bad model/device/grid: one clear line, no traceback
+    except (ValueError, RuntimeError, TypeError, UsageError) as e:  # bad model/device/grid: one clear line, no traceback
         print(f"distbp.bench: error: {e}", file=sys.stderr)
         return 2
     if get_comm().rank == 0:
