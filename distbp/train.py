@@ -75,10 +75,11 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         model, tp_grid = tensor_parallel_for(cfg, model, comm)
     if cfg.pipeline_stages > 1:   # this rank keeps its stage's layers; the rest of the model is dropped
         sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
-        model = pipeline_stage_for(cfg, model, comm, data.task, sizes)
+        model = pipeline_stage_for(cfg, model, comm, data.task, sizes, grid=tp_grid)
     params = list(model.parameters())
-    if cfg.zero:     # the optimizer state sharded over the ranks; the weights those of plain data parallelism
-        optimizer = zero_optimizer_for(cfg, model, comm)
+    if cfg.zero and params:   # the optimizer state sharded over the data-parallel ranks (of this stage and shard)
+        grid = model.grid if cfg.pipeline_stages > 1 else tp_grid
+        optimizer = zero_optimizer_for(cfg, model, grid.dp_comm if grid is not None else comm)
     else:            # a stage of activations only has none
         optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
@@ -95,11 +96,12 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     grid = trainer.grid
     layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s), "
               f"schedule {cfg.schedule}" if grid is not None else f"{comm.size} rank(s)")
+    if tp_grid is not None:   # the tensor axis named too: "... as [P pipeline stages x] T tensor-parallel shards x R"
+        stages = f"{tp_grid.num_stages} pipeline stages x " if grid is not None else ""
+        layout = (f"{comm.size} rank(s) as {stages}{tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
+                  f"replica(s)" + (f", schedule {cfg.schedule}" if grid is not None else ""))
     if cfg.zero:
         layout += ", optimizer state sharded (ZeRO-1)"
-    if tp_grid is not None:
-        layout = (f"{comm.size} rank(s) as {tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
-                  "replica(s)")
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1

@@ -97,3 +97,32 @@ def test_grid_with_one_tensor_rank_and_a_bad_tensor_parallel_size():
     for bad in (0, 2.0, "2"):
         with pytest.raises(ValueError, match="--tensor-parallel must be a positive integer"):
             ProcessGrid(SelfComm(), tensor_parallel=bad)
+
+
+def test_linear_pairs_pair_linears_joined_only_by_elementwise_layers():
+    nn = db.nn
+    model = nn.Sequential(nn.Linear(4, 6), nn.Softmax(dim=-1), nn.Linear(6, 6), nn.Tanh(), nn.Dropout(0.2),
+                          nn.Linear(6, 4), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Linear(2, 2))
+    # "0" is cut off by Softmax; "5" is "2"'s partner and cannot start a pair; "9" has none
+    assert tp.linear_pairs(model) == [("2", "5"), ("6", "8")]
+    par = tp.parallelize(model, SelfComm())
+    assert [type(m).__name__ for m in par] == [
+        "Linear", "Softmax", "ColumnParallelLinear", "Tanh", "TensorParallelDropout", "RowParallelLinear",
+        "ColumnParallelLinear", "ReLU", "RowParallelLinear", "Linear"]
+    with pytest.raises(TypeError, match="'1' \\(Softmax\\) sits between the Linears '0' and '2'"):
+        tp.parallelize_mlp(model, SelfComm())    # the strict MLP form refuses what parallelize leaves whole
+
+
+def test_parallelize_keeps_the_cnn_trunk_and_splits_its_head_under_the_same_names():
+    from distbp.training import registry
+    db.set_default_dtype(np.float64)
+    model = registry.build_model("cnn", (64,), 3, hidden=[6], channels=2)
+    par = tp.parallelize(model, SelfComm())
+    assert tp.linear_pairs(model) == [("8", "10")]
+    assert all(par[i] is model[i] for i in range(8))           # the trunk is the same modules
+    assert isinstance(par[8], ColumnParallelLinear) and isinstance(par[10], RowParallelLinear)
+    assert list(par.state_dict()) == list(model.state_dict())
+    x = np.random.default_rng(0).standard_normal((5, 64))
+    np.testing.assert_allclose(par(db.tensor(x)).data, model(db.tensor(x)).data, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        tp.parallelize(model[8], SelfComm())

@@ -27,10 +27,11 @@ The union of the shards starts equal to the single-process layer (the shard is a
 full weight, drawn from the same RNG), and `shard_spec` says for each parameter which dim was
 sliced and where, so `full_state_dict` can rebuild the full tensors (checkpoints).
 
-`parallelize_mlp` turns a single-process MLP (an nn.Sequential of Flatten/Linear/activation/Dropout,
-the zoo's "mlp") into this form under the same layer names: consecutive Linears pair up as Column
--> Row, so the activations leaving every pair are whole and identical on the T ranks, and `distbp.distributed.clip_grad_norm_` finds the shards through
-`shard_spec_of`.
+`parallelize` turns a single-process nn.Sequential into this form under the same layer names: each
+Linear -> elementwise activations/Dropout -> Linear run (`linear_pairs`) becomes Column -> Row, so
+the activations leaving every pair are whole and identical on the T ranks, and every other layer
+(the zoo cnn's convolutional trunk) stays whole on every rank; `parallelize_mlp` is its strict form
+for MLPs. `distbp.distributed.clip_grad_norm_` finds the shards through `shard_spec_of`.
 """
 from __future__ import annotations
 
@@ -301,18 +302,26 @@ def _elementwise(module: Module) -> bool:
             and not list(module.parameters()))
 
 
-def parallelize_mlp(model: Sequential, tp_comm: Communicator) -> Sequential:
-    """The tensor-parallel form of an MLP `model` (an nn.Sequential of Flatten, Linear, elementwise
-    activations and Dropout; the zoo's "mlp"), under the same layer names: its Linears, in order,
-    pair up as ColumnParallelLinear -> RowParallelLinear (a trailing odd Linear stays whole on every
-    rank), and a Dropout between the two of a pair becomes TensorParallelDropout. The shards are
-    slices of `model`'s own weights, so the result computes what `model` computes; every rank
-    passes the same model. `full_state_dict(result, tp_comm)` gives `model.state_dict()`'s keys."""
-    if not isinstance(model, Sequential):
-        raise TypeError(f"parallelize_mlp converts an nn.Sequential, not a {type(model).__name__}")
-    linears = [name for name, m in model._modules.items() if type(m) is Linear]
-    columns = set(linears[0:len(linears) - 1:2])
-    rows = set(linears[1::2])
+def linear_pairs(model: Sequential) -> list[tuple[str, str]]:
+    """The (column, row) names of `model`'s top-level Linears that `parallelize` splits: scanning the
+    layers in order, a Linear followed by another Linear with only elementwise activations and
+    Dropout between them forms a pair (the second cannot start the next pair). Any other layer
+    between two Linears (a convolution, a pooling, Softmax) leaves the first whole."""
+    pairs, column = [], None  # column: the Linear waiting for its partner, None when there is none
+    for name, m in model._modules.items():
+        if type(m) is Linear:
+            if column is None:
+                column = name
+            else:
+                pairs.append((column, name))
+                column = None
+        elif column is not None and not (_elementwise(m) or isinstance(m, Dropout)):
+            column = None
+    return pairs
+
+
+def _convert(model: Sequential, pairs: list, tp_comm: Communicator) -> Sequential:
+    columns, rows = {c for c, _ in pairs}, {r for _, r in pairs}
     layers, inside = {}, False  # inside: between a Column and its Row, where features are split
     for name, m in model._modules.items():
         if name in columns:
@@ -321,10 +330,49 @@ def parallelize_mlp(model: Sequential, tp_comm: Communicator) -> Sequential:
             layers[name], inside = RowParallelLinear.from_linear(m, tp_comm), False
         elif inside and isinstance(m, Dropout):
             layers[name] = TensorParallelDropout(m.p, tp_comm)
-        elif inside and not _elementwise(m):
-            raise TypeError(f"layer {name!r} ({type(m).__name__}) sits between the Linears {sorted(columns)} "
-                            "and their row-parallel partners, where each rank holds a block of the features; "
-                            "only elementwise activations and Dropout can run there")
         else:
             layers[name] = m
     return Sequential(layers)
+
+
+def parallelize(model: Sequential, tp_comm: Communicator) -> Sequential:
+    """The tensor-parallel form of any nn.Sequential `model`, under the same layer names: each of its
+    `linear_pairs` becomes ColumnParallelLinear -> RowParallelLinear (a Dropout between the two
+    becomes TensorParallelDropout); every other layer (a convolutional trunk, an unpaired Linear)
+    stays whole, replicated on every rank of `tp_comm`. The zoo's cnn: its trunk and Flatten stay,
+    its Linear -> activation -> Linear head splits.
+
+    A replicated layer before a pair gets the same gradient on every rank with no reduction of its
+    own: the column layer's input passes `copy_to_tensor_parallel_region`, whose backward sums the T
+    partial input gradients, so every rank backpropagates the whole gradient through the trunk.
+    (Megatron likewise reduces only the data-parallel gradients of such layers; summing them over
+    the tensor ranks as well would count them T times.) Every rank passes the same model (same
+    seed); the shards are slices of its weights, so the result computes what `model` computes."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"parallelize converts an nn.Sequential, not a {type(model).__name__}")
+    return _convert(model, linear_pairs(model), tp_comm)
+
+
+def parallelize_mlp(model: Sequential, tp_comm: Communicator) -> Sequential:
+    """The tensor-parallel form of an MLP `model` (an nn.Sequential of Flatten, Linear, elementwise
+    activations and Dropout; the zoo's "mlp"), under the same layer names: its Linears, in order,
+    pair up as ColumnParallelLinear -> RowParallelLinear (a trailing odd Linear stays whole on every
+    rank), and a Dropout between the two of a pair becomes TensorParallelDropout. Stricter than
+    `parallelize`: a layer between two Linears of a pair that is not elementwise raises TypeError
+    instead of leaving them whole. `full_state_dict(result, tp_comm)` gives `model.state_dict()`'s keys."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"parallelize_mlp converts an nn.Sequential, not a {type(model).__name__}")
+    linears = [name for name, m in model._modules.items() if type(m) is Linear]
+    wanted = list(zip(linears[0:len(linears) - 1:2], linears[1::2]))
+    if linear_pairs(model) != wanted:
+        names = list(model._modules)
+        for column, row in wanted:
+            between = names[names.index(column) + 1:names.index(row)]
+            mods = model._modules
+            bad = [n for n in between if not (_elementwise(mods[n]) or isinstance(mods[n], Dropout))]
+            if bad:
+                m = mods[bad[0]]
+                raise TypeError(f"layer {bad[0]!r} ({type(m).__name__}) sits between the Linears {column!r} and "
+                                f"{row!r}, where each rank holds a block of the features; only elementwise "
+                                "activations and Dropout can run there")
+    return _convert(model, wanted, tp_comm)

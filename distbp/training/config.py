@@ -69,10 +69,10 @@ class TrainConfig:
     schedule: str = _opt("1f1b", "pipeline schedule: {schedule}")
     partition: str = _opt("uniform", "where to cut the model into stages: uniform (equal layer counts), "
                                      "parameters (balanced parameter counts) or split points i,j,...")
-    zero: int = _opt(0, "1: shard the optimizer state over the data-parallel ranks (ZeRO stage 1; same "
-                        "weights as 0); 0: every rank keeps all of it")
-    tensor_parallel: int = _opt(1, "split every layer pair of the mlp over T ranks (Megatron column/row; "
-                                   "world size a multiple of T x P; data parallelism takes the rest)")
+    zero: int = _opt(0, "1: shard the optimizer state over the data-parallel ranks (of each stage and tensor "
+                        "shard; ZeRO stage 1; same weights as 0); 0: every rank keeps all of it")
+    tensor_parallel: int = _opt(1, "split every Linear pair of the mlp, or the cnn's head, over T ranks (Megatron "
+                                   "column/row; world size a multiple of T x P; data parallelism takes the rest)")
     show_schedule: bool = _opt(False, "print every stage's timeline for this run's pipeline, then exit")
 
     def to_dict(self) -> dict:
@@ -152,14 +152,8 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
     if cfg.tensor_parallel < 1:
         bad("tensor_parallel", "must be at least 1")
-    if cfg.zero and cfg.tensor_parallel > 1:
-        raise ConfigError(f"--zero 1 with --tensor-parallel {cfg.tensor_parallel}: the sharded optimizer is for "
-                          f"data parallelism only; use one or the other")
     if cfg.zero not in (0, 1):
         bad("zero", "choose 0 or 1")
-    if cfg.zero and cfg.pipeline_stages > 1:
-        raise ConfigError(f"--zero 1 with --pipeline-stages {cfg.pipeline_stages}: the sharded optimizer is for "
-                          f"data parallelism only; use one or the other")
     try:
         partition_method(cfg.partition)
     except ValueError as e:

@@ -10,16 +10,19 @@ from __future__ import annotations
 from .checkpoint import Checkpoint, CheckpointError
 
 
-def gather_state(stage, optimizer, grid):
+def gather_state(stage, optimizer_state, grid, model_state=None):
     """Collective over replica 0's stages: (model state_dict, optimizer state_dict) of the whole model
-    in the single-process layout on world rank 0 (replica 0, stage 0); None on every other rank.
-    Replicas hold identical weights and optimizer state, so replica 0's stages are enough."""
-    if grid.replica != 0:
+    in the single-process layout on world rank 0 (replica 0, stage 0, tensor rank 0); None on every
+    other rank. `optimizer_state` is the stage's optimizer's state_dict (None: no optimizer);
+    `model_state` the stage's weights (default `stage.state_dict()`; with tensor parallelism, its
+    shards already gathered). Replicas hold identical weights and optimizer state, and so do the
+    tensor ranks once gathered: replica 0's stages of tensor rank 0 are enough."""
+    if grid.replica != 0 or grid.tp_rank != 0:
         return None
     names = [n for n, _ in stage.named_parameters()]
-    mine = (stage.state_dict(), None, None)
-    if optimizer is not None:
-        sd = optimizer.state_dict()
+    mine = (stage.state_dict() if model_state is None else model_state, None, None)
+    if optimizer_state is not None:
+        sd = optimizer_state
         if len(sd["param_groups"]) != 1:
             raise ValueError("a pipeline checkpoint holds one optimizer parameter group per stage")
         group = {k: v for k, v in sd["param_groups"][0].items() if k != "params"}

@@ -2,7 +2,7 @@
 
 A checkpoint holds the whole model under its single-process names and the optimizer state keyed by
 the parameter's position in the single-process `parameters()` (distbp/training/checkpoint.py).
-`parallelize_mlp` keeps the layer names and the order of the parameters, so the names and positions
+`parallelize` keeps the layer names and the order of the parameters, so the names and positions
 are already those of one process; only the sharded tensors differ. Saving gathers them (weights
 and the optimizer's per-parameter arrays alike, which have the parameter's shape) over `tp_comm`;
 resuming slices this rank's block back out, so a file written with any --tensor-parallel resumes
@@ -21,12 +21,14 @@ def _shard_specs(model) -> dict:
             for name, spec in getattr(module, "shard_spec", {}).items() if spec.dim is not None}
 
 
-def gather_state(model, optimizer, tp_comm):
-    """Collective over `tp_comm`: (model state_dict, optimizer state_dict) in the single-process layout."""
+def gather_state(model, optimizer_state, tp_comm):
+    """Collective over `tp_comm`: (model state_dict, optimizer state_dict) in the single-process layout
+    from this rank's shards and `optimizer_state` (its optimizer's state_dict over `model`'s
+    parameters, or None). `model` may be a PipelineStage: then both are its part of the model."""
     model_state = full_state_dict(model, tp_comm)
-    if optimizer is None:
+    if optimizer_state is None:
         return model_state, None
-    sd = optimizer.state_dict()
+    sd = optimizer_state
     params = list(model.named_parameters())
     names = [n for n, _ in params]
     shapes = {n: p.shape for n, p in params}
@@ -51,9 +53,10 @@ def _slice(array, spec):
 
 
 def local_checkpoint(ckpt: Checkpoint, model) -> Checkpoint:
-    """`ckpt` (the single-process layout) with every sharded tensor cut to this rank's block of `model`."""
+    """`ckpt` (the single-process layout) with every sharded tensor cut to this rank's block of `model`
+    (a PipelineStage: of its part; the optimizer state stays indexed by the whole model's parameters)."""
     specs = _shard_specs(model)
-    names = [n for n, _ in model.named_parameters()]
+    names = getattr(model, "full_parameter_names", None) or [n for n, _ in model.named_parameters()]
     weights = {k: _slice(v, specs[k]) if k in specs and v.shape[specs[k].dim] == specs[k].full else v
                for k, v in ckpt.model.items()}
     state = {}

@@ -54,8 +54,8 @@ from ..distributed import (
 )
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
-from ..distributed.tensor_parallel import parallelize_mlp
-from . import checkpoint, pipeline_state, registry, tensor_parallel_state
+from ..distributed.tensor_parallel import linear_pairs, parallelize
+from . import checkpoint, grid_state, registry
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
@@ -133,12 +133,12 @@ class Trainer:
         self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
         self.zero = isinstance(optimizer, ZeroRedundancyOptimizer)
         self.tp_grid = tp_grid
-        if tp_grid is not None and (self.zero or self.grid is not None):
-            raise ValueError("tensor parallelism with ZeRO or a PipelineStage is not supported")
-        # the ranks that split the data (each its own samples) and over which losses and counts sum
-        self.data_comm = tp_grid.dp_comm if tp_grid is not None else self.comm
-        if self.zero and self.grid is not None:
-            raise ValueError("ZeroRedundancyOptimizer with a PipelineStage is not supported")
+        # the ranks that split the data (each its own samples) and over which losses and counts sum;
+        # a pipeline's are the world's (only the last stage's tensor rank 0 counts, see _pipeline_step)
+        self.data_comm = tp_grid.dp_comm if tp_grid is not None and self.grid is None else self.comm
+        if self.zero and self.grid is not None and model.reducer is not None:
+            raise ValueError("a ZeroRedundancyOptimizer reduces the gradients itself: build the PipelineStage "
+                             "with reduce_gradients=False")
         # The gradients are summed over ranks in buckets, overlapped with backward; average=False as
         # each rank's loss is already divided by the global batch. A pipeline stage sums its own
         # over its replicas.
@@ -159,10 +159,10 @@ class Trainer:
             return self._pipeline_step(X, y, global_batch)
         self.net.train()
         self.optimizer.zero_grad()
-        if self.zero and self.comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
+        if self.zero and self.data_comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
             for b in self.model.buffers():
                 if backend.is_array(b):
-                    self.comm.bcast(b)
+                    self.data_comm.bcast(b)
         with distbp_random.batch(step=self.global_step, first_sample=first_sample):
             out = self.net(tensor(backend.to_device(X, self.device)))
         total = self.loss_fn(out, backend.to_device(y, self.device))
@@ -206,11 +206,13 @@ class Trainer:
         per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
         loss_sum = result.loss_sum * per_sample if grid.is_last_stage else 0.0
         mine = _grads_finite(stage.parameters()) and math.isfinite(loss_sum)
+        if grid.tp_rank != 0:   # the last stage's T tensor ranks all hold the loss: count it once
+            loss_sum = 0.0
         # One number over the world: every stage of every replica skips the same step (see the module doc).
         updated = float(self.comm.allreduce(numpy.array([0.0 if mine else 1.0]))[0]) == 0.0
         if updated:
             self._update()
-        return StepResult(loss_sum, len(X) if grid.is_last_stage else 0, global_batch,
+        return StepResult(loss_sum, len(X) if grid.is_last_stage and grid.tp_rank == 0 else 0, global_batch,
                           global_batch * per_sample, updated)
 
     def step_on(self, X, y, batch) -> StepResult:
@@ -259,6 +261,8 @@ class Trainer:
         if self.grid is not None:
             start, stop = shard_bounds(len(X), self.grid.replica, self.grid.dp_size)
             outs = self.model.forward_only(X[start:stop], stop - start, chunk)
+            if self.grid.tp_rank != 0:   # the same outputs as tensor rank 0's: count them once
+                return []
             return [(start + i, start + j, tensor(out)) for i, j, out in outs]
         start, stop = shard_bounds(len(X), self.data_comm.rank, self.data_comm.size)
         return ((i, min(i + chunk, stop), self.model(tensor(backend.to_device(X[i:min(i + chunk, stop)],
@@ -275,13 +279,12 @@ class Trainer:
         meta = {"step": self.global_step, "epoch": self.epoch, "batch": self.position,
                 "rng": backend.get_rng_state(), "config": self.config, "world_size": self.comm.size}
         path = self.checkpoint_path()
-        if self.grid is not None:
-            meta["pipeline_stages"] = self.grid.num_stages
-            state = pipeline_state.gather_state(self.model, self.optimizer, self.grid)
-            checkpoint.save(path, None, None, meta, self.comm, state=state or ({}, None))
-        elif self.tp_grid is not None:   # the shards gathered: one process, or any T, resumes from it
-            meta["tensor_parallel"] = self.tp_grid.tp_size
-            state = tensor_parallel_state.gather_state(self.model, self.optimizer, self.tp_grid.tp_comm)
+        if self.grid is not None or self.tp_grid is not None:   # gathered: any grid, or one process, resumes
+            grid = self.grid or self.tp_grid
+            meta.update({"pipeline_stages": grid.num_stages} if self.grid is not None else {})
+            meta.update({"tensor_parallel": grid.tp_size} if grid.tp_size > 1 else {})
+            state = grid_state.gather_state(self.model, self.optimizer, grid, zero=self.zero,
+                                            pipeline=self.grid is not None)
             checkpoint.save(path, None, None, meta, self.comm, state=state if self.comm.is_root else None)
         elif self.zero:   # the plain optimizer's state, gathered on rank 0: any run resumes from it
             full = self.optimizer.consolidate_state_dict(to=0)
@@ -295,31 +298,32 @@ class Trainer:
 
     def resume(self, ckpt: checkpoint.Checkpoint) -> None:
         """Continue from a checkpoint every rank holds: weights, optimizer state, RNG and progress."""
-        if self.grid is not None:
-            pipeline_state.restore_stage(ckpt, self.model, self.optimizer)
-        elif self.tp_grid is not None:
-            checkpoint.restore(tensor_parallel_state.local_checkpoint(ckpt, self.model), self.model, self.optimizer)
+        if self.grid is not None or self.tp_grid is not None:
+            grid_state.restore(ckpt, self.model, self.optimizer, self.grid or self.tp_grid,
+                               pipeline=self.grid is not None)
         else:
             checkpoint.restore(ckpt, self.model, self.optimizer)
         backend.set_rng_state(ckpt.meta["rng"])
         self.global_step, self.epoch, self.position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch"]
 
 
-def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes) -> PipelineStage:
+def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes, grid: ProcessGrid | None = None) -> PipelineStage:
     """This rank's PipelineStage of `model` for cfg's --pipeline-stages, --partition and --schedule.
 
     Every check is a function of the settings and the model alone, so a wrong combination raises the
     same UsageError on every rank before any rank waits on another. `batch_sizes`: the global batch
-    sizes the run steps on (a replica needs a sample for each micro-batch)."""
+    sizes the run steps on (a replica needs a sample for each micro-batch). `grid`: the grid the
+    model was split on by `tensor_parallel_for` (default: stages x replicas, built here). Under
+    --zero 1 the stage leaves the gradient sum to the ZeroRedundancyOptimizer."""
     stages = cfg.pipeline_stages
-    if comm.size % stages:
+    if grid is None and comm.size % stages:
         lower = comm.size // stages * stages
         use = " or ".join(str(n) for n in (lower, lower + stages) if n > 0)
         raise UsageError(f"--pipeline-stages {stages}: the world size {comm.size} is not a multiple of it; "
                          f"launch {use} ranks")
     if cfg.device != "cpu":
         raise UsageError(f"--pipeline-stages {stages} runs on --device cpu only")
-    dp = comm.size // stages
+    dp = grid.dp_size if grid is not None else comm.size // stages
     try:
         bounds = partition(model, stages, partition_method(cfg.partition))
     except (TypeError, ValueError) as e:
@@ -341,37 +345,39 @@ def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes) -> PipelineStag
 
         def loss(out, y):   # the stage divides by the global batch; the Trainer scales by values per sample
             return mse(out, y) / int(numpy.prod(y.shape[1:]))
-    return PipelineStage(model, ProcessGrid(comm, stages), bounds, cfg.schedule, loss=loss)
+    return PipelineStage(model, grid if grid is not None else ProcessGrid(comm, stages), bounds, cfg.schedule,
+                         loss=loss, reduce_gradients=not getattr(cfg, "zero", 0))
 
 
-TENSOR_PARALLEL_MODELS = ("mlp",)
+# --tensor-parallel T: models whose Linear -> activation -> Linear runs split (the mlp's layers, the
+# cnn's classifier head; the rest stays whole on every rank), see distbp.distributed.tensor_parallel
+TENSOR_PARALLEL_MODELS = ("mlp", "cnn")
 
 
 def tensor_parallel_for(cfg, model, comm) -> tuple:
-    """(the tensor-parallel form of `model`, its ProcessGrid) for cfg's --tensor-parallel.
+    """(the tensor-parallel form of `model`, its ProcessGrid of --pipeline-stages x --tensor-parallel
+    ranks, data parallelism taking the rest) for cfg's --tensor-parallel.
 
-    Every check is a function of the settings and the world size, so a wrong combination raises the
-    same UsageError on every rank before any rank waits on another (the grid's splits)."""
-    tp = cfg.tensor_parallel
+    Every check is a function of the settings, the model and the world size, so a wrong combination
+    raises the same UsageError on every rank before any rank waits on another (the grid's splits)."""
+    tp, stages = cfg.tensor_parallel, getattr(cfg, "pipeline_stages", 1)
     if cfg.model not in TENSOR_PARALLEL_MODELS:
-        raise UsageError(f"--tensor-parallel {tp} supports the model(s) {', '.join(TENSOR_PARALLEL_MODELS)}, "
-                         f"not {cfg.model!r}")
-    if cfg.pipeline_stages > 1:
-        raise UsageError(f"--tensor-parallel {tp} with --pipeline-stages {cfg.pipeline_stages} is not supported; "
-                         "use one or the other")
-    odd = [h for h in cfg.hidden if h % tp]
+        raise UsageError(f"--tensor-parallel {tp} supports the models {' and '.join(TENSOR_PARALLEL_MODELS)} "
+                         f"(their Linear pairs split), not {cfg.model!r}")
+    pairs = linear_pairs(model)
+    odd = [model._modules[column].out_features for column, _ in pairs
+           if model._modules[column].out_features % tp]
     if odd:
         raise UsageError(f"--tensor-parallel {tp}: the hidden sizes {odd} are not divisible by it")
-    if comm.size % tp:
-        lower = comm.size // tp * tp
-        use = " or ".join(str(n) for n in (lower, lower + tp) if n > 0)
-        raise UsageError(f"--tensor-parallel {tp}: the world size {comm.size} is not a multiple of it; "
+    group = tp * stages
+    if comm.size % group:
+        lower = comm.size // group * group
+        use = " or ".join(str(n) for n in (lower, lower + group) if n > 0)
+        what = "it" if stages == 1 else f"--pipeline-stages {stages} x {tp} = {group}"
+        raise UsageError(f"--tensor-parallel {tp}: the world size {comm.size} is not a multiple of {what}; "
                          f"launch {use} ranks")
-    grid = ProcessGrid(comm, 1, tp)
-    try:
-        return parallelize_mlp(model, grid.tp_comm), grid
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--tensor-parallel {tp} with model {cfg.model!r}: {e}") from None
+    grid = ProcessGrid(comm, stages, tp)
+    return parallelize(model, grid.tp_comm), grid
 
 
 def model_for(cfg, data):
@@ -398,7 +404,8 @@ def zero_optimizer_for(cfg, model, comm):
     """--zero 1: the configured optimizer sharded over `comm`'s ranks (ZeroRedundancyOptimizer, a SUM
     of the gradients, as each rank's loss is already divided by the global batch). Collective: the
     model is first checked to be the same on every rank (before the sharded layout, which assumes
-    it) and rank 0's weights and buffers are broadcast, as DistributedDataParallel does."""
+    it) and rank 0's weights and buffers are broadcast, as DistributedDataParallel does. On a grid,
+    `comm` is its dp_comm: the ranks holding the same stage and tensor shard."""
     verify_same_model(model, comm)
     broadcast_module(model, comm)
     return ZeroRedundancyOptimizer(model.parameters(), registry.OPTIMIZERS[cfg.optimizer], comm=comm,

@@ -116,9 +116,13 @@ class PipelineStage(Module):
         bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`).
         schedule: "1f1b" or "gpipe" (distbp.distributed.pipeline.build_schedule).
         loss: "cross_entropy" or a callable (output, target) -> the SUM of per-sample losses.
+        reduce_gradients: sum the gradients over the replicas (grid.dp_comm) at the end of each
+            train_step; False leaves each replica its own, for a ZeroRedundancyOptimizer over
+            grid.dp_comm, which sums them in its step.
     """
 
-    def __init__(self, model, grid, bounds, schedule: str = "1f1b", loss="cross_entropy"):
+    def __init__(self, model, grid, bounds, schedule: str = "1f1b", loss="cross_entropy",
+                 reduce_gradients: bool = True):
         super().__init__()
         check_pipeline_model(model)
         bounds = [tuple(b) for b in bounds]
@@ -150,7 +154,7 @@ class PipelineStage(Module):
         self._io = None  # per-sample input shape/dtype, output shape/dtype and dropout draws before this stage
         self.last_stats = PipelineStats()  # of the latest train_step
         object.__setattr__(self, "reducer", Reducer(self.named_parameters(), grid.dp_comm, bucket_cap_bytes(25),
-                                                    average=False) if grid.dp_size > 1 else None)
+                                                    average=False) if grid.dp_size > 1 and reduce_gradients else None)
 
     def forward(self, x):
         for layer in self._modules.values():
