@@ -30,9 +30,10 @@ peak_activation_bytes, the most bytes held for backward at once (arrays saved be
 micro-batch's forward and its backward, the largest over the steps); messages_per_step and
 bytes_sent_per_step (activations and gradients to the neighbours).
 
-With --tensor-parallel T (the mlp only; world = T tensor ranks x world/T data-parallel replicas;
---batch-per-rank then counts the samples of one replica, which its T ranks all see) the zoo MLP is
-split by parallelize_mlp over the grid's tp_comm and DDP sums each shard's gradients over dp_comm.
+With --tensor-parallel T (the mlp, or the cnn whose head splits; world = T tensor ranks x world/T
+data-parallel replicas; --batch-per-rank then counts the samples of one replica, which its T ranks
+all see) the zoo model's Linear pairs are split by `parallelize` over the grid's tp_comm (the cnn's
+trunk stays whole on every rank) and DDP sums each shard's gradients over dp_comm.
 It reports samples_per_sec (global batch: that times the replicas), step_ms and the per-rank
 param_bytes, grad_bytes and optimizer_state_bytes (the split layers hold 1/T of their weights).
 """
@@ -143,7 +144,7 @@ def parse_args(argv=None):
                    help="where to cut the model into stages: equal layer counts, balanced parameters, "
                         "or split points in the model's layer list")
     p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
-                   help="tensor-parallel mlp: T tensor ranks x world/T data-parallel replicas")
+                   help="tensor-parallel mlp or cnn head: T tensor ranks x world/T data-parallel replicas")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name in ("batch_per_rank", "steps"):
@@ -335,7 +336,7 @@ def run_pipeline(args, comm) -> dict:
 
 
 def run_tensor_parallel(args, comm) -> dict:
-    """Time tensor-parallel steps of the mlp (SGD, lr 0.01); the world/T replicas each draw their
+    """Time tensor-parallel steps of the mlp or cnn (SGD, lr 0.01); the world/T replicas each draw their
     own samples, the same on the T ranks of a replica, which compute one forward together."""
     # the trainer's checks: the same one-line UsageError on every rank before any collective
     cfg = argparse.Namespace(model=args.model, tensor_parallel=args.tensor_parallel, pipeline_stages=1,

@@ -196,7 +196,6 @@ def _one_line_error(result, words):
     (["--resume"], "--resume: no checkpoint"),
     (["--resume", "/no/ckpt.safetensors"], "checkpoint /no/ckpt.safetensors does not exist"),
     (["--zero", "3"], "invalid zero 3: choose 0 or 1"),
-    (["--zero", "1", "--pipeline-stages", "2"], "--zero 1 with --pipeline-stages 2"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), *args), words)
@@ -472,8 +471,9 @@ def test_a_run_resumes_one_process_to_tensor_parallel_and_back_as_the_unbroken_r
 def test_tensor_parallel_usage_errors_in_one_process(tmp_path):
     _one_line_error(_cli("--tensor-parallel", "2", "--checkpoint-dir", str(tmp_path)),
                     "--tensor-parallel 2: the world size 1 is not a multiple of it; launch 2 ranks")
-    _one_line_error(_cli("--tensor-parallel", "2", "--zero", "1", "--checkpoint-dir", str(tmp_path)),
-                    "--zero 1 with --tensor-parallel 2")
+    _one_line_error(_cli("--tensor-parallel", "2", "--pipeline-stages", "2", "--checkpoint-dir", str(tmp_path)),
+                    "--tensor-parallel 2: the world size 1 is not a multiple of --pipeline-stages 2 x 2 = 4; "
+                    "launch 4 ranks")
     _one_line_error(_cli("--tensor-parallel", "0", "--checkpoint-dir", str(tmp_path)),
                     "invalid tensor_parallel 0: must be at least 1")
     assert not tmp_path.exists() or not os.listdir(tmp_path)
@@ -481,11 +481,12 @@ def test_tensor_parallel_usage_errors_in_one_process(tmp_path):
 
 @needs_mpi
 @pytest.mark.parametrize("ranks, args, words", [
-    (2, ["--tensor-parallel", "2", "--model", "cnn"], "--tensor-parallel 2 supports the model(s) mlp, not 'cnn'"),
-    (2, ["--tensor-parallel", "2", "--hidden", "24,15"], "the hidden sizes [15] are not divisible by it"),
+    (2, ["--tensor-parallel", "2", "--model", "gru"], "--tensor-parallel 2 supports the models mlp and cnn"),
+    (2, ["--tensor-parallel", "2", "--hidden", "15,24"], "the hidden sizes [15] are not divisible by it"),
+    (2, ["--tensor-parallel", "2", "--model", "cnn", "--hidden", "9"], "the hidden sizes [9] are not divisible"),
     (3, ["--tensor-parallel", "2"], "the world size 3 is not a multiple of it; launch 2 or 4 ranks"),
-    (2, ["--tensor-parallel", "2", "--zero", "1"], "--zero 1 with --tensor-parallel 2"),
-    (4, ["--tensor-parallel", "2", "--pipeline-stages", "2"], "with --pipeline-stages 2 is not supported"),
+    (2, ["--tensor-parallel", "2", "--pipeline-stages", "2"], "not a multiple of --pipeline-stages 2 x 2 = 4"),
+    (3, ["--tensor-parallel", "3", "--hidden", "16,24"], "the hidden sizes [16] are not divisible by it"),
 ])
 def test_tensor_parallel_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, ranks, args, words):
     _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),

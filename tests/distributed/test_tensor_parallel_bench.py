@@ -38,6 +38,21 @@ def test_bench_tensor_parallel_reports_the_shards_bytes_per_rank(comm, capsys):
     assert _bytes_per_rank(2) - _bytes_per_rank(1) == -ITEM * whole // 2
 
 
+@pytest.mark.mpi(min_size=2)
+def test_bench_tensor_parallel_cnn_splits_only_its_head(comm, capsys):
+    if comm.size % 2:
+        pytest.skip("tensor ranks come in pairs")
+    assert bench.main([*ARGV, "--model", "cnn", "--tensor-parallel", "2"]) == 0
+    if comm.rank:
+        return
+    out = json.loads(capsys.readouterr().out)
+    # 28x28 images: conv 1->16 and 16->32 (3x3) with batch norm, whole on every rank; the head
+    # Linear(32*7*7, 64) -> Linear(64, 10) split: 32 of the 64 hidden features on each rank
+    trunk = (16 * 9 + 16) + 2 * 16 + (32 * 16 * 9 + 32) + 2 * 32
+    head = (32 * 1568 + 32) + (10 * 32 + 10)
+    assert out["model"] == "cnn" and out["param_bytes"] == [ITEM * (trunk + head)] * comm.size
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--tensor-parallel", "0"], "--tensor-parallel must be at least 1"),
     (["--tensor-parallel", "2", "--zero", "1"], "without --zero"),
@@ -51,7 +66,7 @@ def test_bench_tensor_parallel_usage_errors_are_one_line(capsys, argv, words):  
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--model", "cnn", "--tensor-parallel", "1"], "supports the model(s) mlp"),
+    (["--model", "gru", "--tensor-parallel", "1"], "supports the models mlp and cnn"),
     (["--sizes", "16,7,4", "--tensor-parallel", "2"], "not divisible by it"),
 ])
 def test_bench_tensor_parallel_model_errors_exit_2_in_one_line(capsys, argv, words):
