@@ -1,7 +1,7 @@
 """python -m distbp.train on grids that combine tensor parallelism, pipeline stages and ZeRO-1 (float64):
 the cnn's tensor-parallel head and the mlp on 2 stages x 2 tensor ranks equal one process to 1e-10;
 --zero 1 on a pipeline or tensor-parallel grid gives bitwise the weights and optimizer state of the
-same grid without it; a run resumes across all these grids and one process and ends as the unbroken
+same grid without it (also on 2 stages x 2 tensor ranks x 2 replicas); a run resumes across all these grids and one process and ends as the unbroken
 run; a diverging loss stops every rank at one process's step with one line. Each test launches its
 own mpiexec jobs (run by the single-process pytest pass)."""
 import json
@@ -107,6 +107,18 @@ def test_zero_on_a_grid_gives_bitwise_the_same_grid_without_it(tmp_path, grid, o
     out = _mpi_train(4, *args, "--zero", "1", "--checkpoint-dir", str(tmp_path / "zero")).stdout
     assert "x 2 replica(s)" in out and "optimizer state sharded (ZeRO-1)" in out
     _assert_bitwise(tmp_path / "plain", tmp_path / "zero")   # the checkpoint holds the consolidated state
+
+
+def test_all_three_axes_with_zero_on_eight_ranks(tmp_path):
+    # 2 stages x 2 tensor ranks x 2 replicas: ZeRO shards each (stage, shard)'s adam state over its 2
+    # replicas; bitwise the same grid without it, and one process's run to 1e-10
+    args = [*MLP, "--steps", "10", "--tensor-parallel", "2", "--pipeline-stages", "2"]
+    _mpi_train(8, *args, "--checkpoint-dir", str(tmp_path / "plain"))
+    out = _mpi_train(8, *args, "--zero", "1", "--checkpoint-dir", str(tmp_path / "zero")).stdout
+    assert "8 rank(s) as 2 pipeline stages x 2 tensor-parallel shards x 2 replica(s)" in out
+    _assert_bitwise(tmp_path / "plain", tmp_path / "zero")
+    assert main([*MLP, "--steps", "10", "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    _assert_close(tmp_path / "one", tmp_path / "zero")
 
 
 def test_a_run_resumes_across_tensor_pipeline_and_zero_grids_as_the_unbroken_run(tmp_path):

@@ -32,7 +32,10 @@ the replicas (`grid.dp_comm`), not the world, and DDP sums each shard's gradient
 that hold that shard. Every rank of a shard group has the whole loss: the loss sums and the
 evaluation counts are reduced over `dp_comm` only, or they would count each sample T times. A
 shard's gradients may overflow on one rank only, so the divergence verdict is one small allreduce
-over the world per step. Checkpoints hold the gathered, single-process model and optimizer state."""
+over the world per step. Checkpoints hold the gathered, single-process model and optimizer state.
+With pipeline stages too (the PipelineStage built on the same grid), only tensor rank 0 of the last
+stage reports the loss and the evaluation counts. ZeRO on a grid shards over `grid.dp_comm`, the
+stage leaving its gradient sum to it (distbp/training/grid_state.py: checkpoints of any grid)."""
 from __future__ import annotations
 
 import math
