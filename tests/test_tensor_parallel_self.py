@@ -126,3 +126,28 @@ def test_parallelize_keeps_the_cnn_trunk_and_splits_its_head_under_the_same_name
     np.testing.assert_allclose(par(db.tensor(x)).data, model(db.tensor(x)).data, rtol=0, atol=1e-12)
     with pytest.raises(TypeError, match="nn.Sequential"):
         tp.parallelize(model[8], SelfComm())
+
+
+def test_vocab_parallel_embedding_in_a_world_of_one_is_nn_embedding_and_passes_gradcheck():
+    db.set_default_dtype(np.float64)
+    c = SelfComm()
+    idx = np.array([[0, 3, 5], [5, 2, 2]])
+    for pad in (None, 2):
+        full = db.nn.Embedding(6, 4, padding_idx=pad)
+        par = tp.VocabParallelEmbedding.from_embedding(full, c)
+        assert par.padding_idx == pad and par.shard_spec["weight"] == tp.ShardSpec(0, 0, 6, 6)
+        np.testing.assert_array_equal(par(idx).data, full(idx).data)
+        g = np.random.default_rng(2).standard_normal((2, 3, 4))
+        (par(idx) * g).sum().backward()
+        (full(idx) * g).sum().backward()
+        np.testing.assert_array_equal(par.weight.grad, full.weight.grad)   # the padding row's is zero in both
+    par = tp.VocabParallelEmbedding.from_embedding(db.nn.Embedding(6, 4), c)
+    assert gradcheck(lambda w: par(idx).tanh(), [par.weight])   # w is the table the layer looks rows up in
+    db.manual_seed(4)
+    built = tp.VocabParallelEmbedding(6, 4, c)
+    db.manual_seed(4)
+    np.testing.assert_array_equal(built.weight.data, db.nn.Embedding(6, 4).weight.data)   # the same draws
+    with pytest.raises(IndexError, match="indices span \\[0, 6\\] but the table has 6 rows"):
+        built(np.array([0, 6]))
+    with pytest.raises(ValueError, match="num_embeddings 5 is not divisible by the tensor-parallel size 2"):
+        tp.VocabParallelEmbedding(5, 4, _TwoRanks())

@@ -5,7 +5,7 @@ flat buckets while backward runs: `Reducer`; communication inside the autograd g
 parallelism): `distbp.distributed.functional`; checked point-to-point transfers and the process grid
 for pipeline parallelism: `p2p` (`send_array`, `recv_array`, `tag`), `ProcessGrid`; tensor
 parallelism (Megatron's column/row split): `tensor_parallel` (`ColumnParallelLinear`,
-`RowParallelLinear`); optimizer state sharded over the data-parallel ranks (ZeRO-1):
+`RowParallelLinear`, `VocabParallelEmbedding`); optimizer state sharded over the data-parallel ranks (ZeRO-1):
 `ZeroRedundancyOptimizer`; gradient clipping over the grid's shards and stages: `clip_grad_norm_`.
 See docs/distributed.md and docs/model_parallel.md."""
 from . import functional, p2p, tensor_parallel
@@ -18,11 +18,11 @@ from .p2p import recv_array, send_array
 from .reducer import Reducer
 from .runtime import init, local_size, set_threads
 from .sync_batchnorm import SyncBatchNorm
-from .tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from .tensor_parallel import ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
 from .zero import ZeroRedundancyOptimizer
 
 __all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "DistributedDataParallel", "MPIComm",
-           "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SyncBatchNorm",
+           "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SyncBatchNorm", "VocabParallelEmbedding",
            "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state", "clip_grad_norm_", "functional",
            "get_comm", "get_step", "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array",
            "set_step", "set_threads", "tensor_parallel", "verify_same_model"]

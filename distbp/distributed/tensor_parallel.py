@@ -23,6 +23,9 @@ Summing it over the T ranks would multiply every gradient before the layer by T.
 reasoning gives copy_to's allreduce backward: the T ranks use the one input x for different
 output features, so x's gradient is the sum of their contributions.
 
+`VocabParallelEmbedding` splits an embedding table by rows (the vocabulary): each rank looks up the
+indices in its rows and zeros elsewhere, and reduce_from sums the partial lookups.
+
 The union of the shards starts equal to the single-process layer (the shard is a slice of the
 full weight, drawn from the same RNG), and `shard_spec` says for each parameter which dim was
 sliced and where, so `full_state_dict` can rebuild the full tensors (checkpoints).
@@ -45,9 +48,11 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from ..nn import activation as _activation
 from ..nn.dropout import Dropout
+from ..nn.embedding import Embedding
 from ..nn.linear import Linear
 from ..nn.module import Module, Parameter, Sequential
 from ..ops import mul
+from ..ops.embedding import embedding
 from ..ops.linalg import Linear as _LinearFn
 from .comm import Communicator
 
@@ -236,6 +241,54 @@ class RowParallelLinear(Module):
         return (f"in_features={self.in_features} (this shard {self.weight.shape[1]}), "
                 f"out_features={self.out_features}, bias={self.bias is not None}, "
                 f"input_is_parallel={self.input_is_parallel}")
+
+
+class VocabParallelEmbedding(Module):
+    """nn.Embedding with its vocabulary (the rows of the table) split over `tp_comm`: this rank holds
+    rows r*k..(r+1)*k, k = num_embeddings / T. Each rank looks up the indices that fall in its rows
+    and gives zeros for the others; the partial outputs are summed over `tp_comm`
+    (`reduce_from_tensor_parallel_region`), so every rank gets the whole lookup, and each row's
+    gradient lands on the one rank that holds it (Megatron-LM's VocabParallelEmbedding). Exact: each
+    output element is one row's value plus zeros. `padding_idx` works as in nn.Embedding (its row
+    starts at zero and never trains) on the rank that holds it."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, tp_comm: Communicator,
+                 padding_idx: int | None = None, dtype=None, *, _full: Embedding | None = None):
+        super().__init__()
+        k = _split_size(num_embeddings, tp_comm, "num_embeddings")
+        # the full table drawn exactly as nn.Embedding draws it (it checks the sizes and padding_idx)
+        full = _full if _full is not None else Embedding(num_embeddings, embedding_dim, padding_idx, dtype=dtype)
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, full.padding_idx
+        self.tp_comm = tp_comm
+        self.start, self.stop = tp_comm.rank * k, (tp_comm.rank + 1) * k
+        self.weight = Parameter(_copy(full.weight.data[self.start:self.stop]))
+        self.shard_spec = {"weight": ShardSpec(0, self.start, self.stop, num_embeddings)}
+        _register_shards(self)
+
+    @classmethod
+    def from_embedding(cls, embedding: Embedding, tp_comm: Communicator):
+        return cls(embedding.num_embeddings, embedding.embedding_dim, tp_comm, _full=embedding)
+
+    def forward(self, indices):
+        idx = indices.data if isinstance(indices, Tensor) else indices
+        xp = get_array_module(self.weight.data)
+        idx = xp.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            # checked against the whole vocabulary, the same verdict on every rank
+            raise IndexError(f"embedding index out of range: indices span [{int(idx.min())}, {int(idx.max())}] "
+                             f"but the table has {self.num_embeddings} rows")
+        mine = (idx >= self.start) & (idx < self.stop)
+        local = xp.where(mine, idx - self.start, 0)
+        pad = self.padding_idx
+        pad = pad - self.start if pad is not None and self.start <= pad < self.stop else None
+        rows = mul(embedding(local, self.weight, pad), mine[..., None].astype(self.weight.dtype))
+        return reduce_from_tensor_parallel_region(rows, self.tp_comm)
+
+    def extra_repr(self):
+        return (f"{self.num_embeddings} (this shard rows {self.start}..{self.stop}), {self.embedding_dim}, "
+                f"tensor_parallel={self.tp_comm.size}")
 
 
 def full_state_dict(model: Module, tp_comm: Communicator) -> dict[str, numpy.ndarray]:
