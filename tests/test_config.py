@@ -89,8 +89,6 @@ def test_bad_flags_give_one_line(argv, words):
     (["--partition", "4,2"], "invalid partition '4,2': split points must be positive and increase strictly"),
     (["--partition", "0,2"], "invalid partition '0,2'"),
     (["--zero", "2"], "invalid zero 2: choose 0 or 1"),
-    (["--zero", "1", "--pipeline-stages", "2"], ("--zero 1 with --pipeline-stages 2: the sharded optimizer is "
-                                                 "for data parallelism only")),
 ])
 def test_bad_values_name_key_value_and_rule(argv, words):
     with pytest.raises(ConfigError) as e:
@@ -162,5 +160,5 @@ def test_tensor_parallel_from_flags_and_toml(tmp_path):
         parse_config(["--config", _toml(tmp_path, 'tensor_parallel = "2"\n')])
     with pytest.raises(ConfigError, match="invalid tensor_parallel 0: must be at least 1"):
         parse_config(["--tensor-parallel", "0"])
-    with pytest.raises(ConfigError, match="--zero 1 with --tensor-parallel 2"):
-        parse_config(["--tensor-parallel", "2", "--zero", "1"])
+    cfg, _ = parse_config(["--tensor-parallel", "2", "--pipeline-stages", "2", "--zero", "1"])   # all compose
+    assert (cfg.tensor_parallel, cfg.pipeline_stages, cfg.zero) == (2, 2, 1)
