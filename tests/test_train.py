@@ -487,6 +487,8 @@ def test_tensor_parallel_usage_errors_in_one_process(tmp_path):
     (3, ["--tensor-parallel", "2"], "the world size 3 is not a multiple of it; launch 2 or 4 ranks"),
     (2, ["--tensor-parallel", "2", "--pipeline-stages", "2"], "not a multiple of --pipeline-stages 2 x 2 = 4"),
     (3, ["--tensor-parallel", "3", "--hidden", "16,24"], "the hidden sizes [16] are not divisible by it"),
+    (4, ["--tensor-parallel", "2", "--pipeline-stages", "2", "--micro-batches", "80"],
+     "--micro-batches 80: a replica holds only 64 samples"),   # the stage's checks, on the 2x2 grid
 ])
 def test_tensor_parallel_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, ranks, args, words):
     _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),
