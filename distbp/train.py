@@ -158,8 +158,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
 def show_schedule(cfg: TrainConfig, comm) -> None:
     """Print every stage's timeline of one step for cfg's pipeline (rank 0); no data, no model."""
     stages = cfg.pipeline_stages
-    micro = micro_batch_count(cfg.batch_size, max(comm.size // (stages * cfg.tensor_parallel), 1), stages, cfg.micro_batches,
-                              cfg.micro_batch_size)
+    replicas = max(comm.size // (stages * cfg.tensor_parallel), 1)
+    micro = micro_batch_count(cfg.batch_size, replicas, stages, cfg.micro_batches, cfg.micro_batch_size)
     if comm.is_root:
         print(f"schedule {cfg.schedule}: {stages} stage(s), {micro} micro-batch(es) per step", flush=True)
         print(format_schedules(build_schedules(cfg.schedule, stages, micro)), flush=True)

@@ -316,7 +316,8 @@ def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes, grid: ProcessGr
     Every check is a function of the settings and the model alone, so a wrong combination raises the
     same UsageError on every rank before any rank waits on another. `batch_sizes`: the global batch
     sizes the run steps on (a replica needs a sample for each micro-batch). `grid`: the grid the
-    model was split on by `tensor_parallel_for` (default: stages x replicas, built here). Under
+    model was split on by `tensor_parallel_for` (default: stages x replicas, built here after the
+    checks; a given grid's splits came before them, but every rank passed those alike). Under
     --zero 1 the stage leaves the gradient sum to the ZeroRedundancyOptimizer."""
     stages = cfg.pipeline_stages
     if grid is None and comm.size % stages:
