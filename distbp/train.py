@@ -83,7 +83,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
-                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid)
+                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid,
+                      deterministic_groups=cfg.deterministic_groups if cfg.deterministic else 0)
     if ckpt is not None:
         trainer.resume(ckpt)
 
@@ -100,6 +101,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if tp_grid is not None:
         layout = (f"{comm.size} rank(s) as {tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
                   "replica(s)")
+    if cfg.deterministic:
+        layout += f", deterministic ({cfg.deterministic_groups} groups per batch, 1 BLAS thread)"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1

@@ -74,6 +74,10 @@ class TrainConfig:
     tensor_parallel: int = _opt(1, "split every layer pair of the mlp over T ranks (Megatron column/row; "
                                    "world size a multiple of T x P; data parallelism takes the rest)")
     show_schedule: bool = _opt(False, "print every stage's timeline for this run's pipeline, then exit")
+    # deterministic mode and tracing (#16)
+    deterministic: bool = _opt(False, "the same weights, bit for bit, on any number of ranks: each global batch "
+                                      "in --deterministic-groups fixed groups summed in a fixed tree (slower)")
+    deterministic_groups: int = _opt(8, "groups per global batch in --deterministic mode (ranks own whole groups)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,10 +164,21 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.zero and cfg.pipeline_stages > 1:
         raise ConfigError(f"--zero 1 with --pipeline-stages {cfg.pipeline_stages}: the sharded optimizer is for "
                           f"data parallelism only; use one or the other")
+    _check_deterministic(cfg)
     try:
         partition_method(cfg.partition)
     except ValueError as e:
         bad("partition", str(e))
+
+
+def _check_deterministic(cfg: TrainConfig) -> None:
+    if not 1 <= cfg.deterministic_groups <= 16384:
+        raise ConfigError(f"invalid deterministic_groups {cfg.deterministic_groups!r}: must be from 1 to 16384")
+    other = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("pipeline_stages", "tensor_parallel", "zero")
+             if getattr(cfg, k) > (0 if k == "zero" else 1)]
+    if cfg.deterministic and other:
+        raise ConfigError(f"--deterministic with {other[0]}: deterministic mode is for plain data parallelism "
+                          "only; use one or the other")
 
 
 def partition_method(text: str):
@@ -209,7 +224,7 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
         help_text = f"{help_of(name)} (default: {default!r})"
         if name == "progress":
             p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-        elif name == "show_schedule":
+        elif name in ("show_schedule", "deterministic"):
             p.add_argument(flag, action="store_true", help=help_of(name))
         elif name == "resume":
             p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)

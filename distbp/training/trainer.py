@@ -55,7 +55,7 @@ from ..distributed import (
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
 from ..distributed.tensor_parallel import parallelize_mlp
-from . import checkpoint, pipeline_state, registry, tensor_parallel_state
+from . import checkpoint, deterministic, pipeline_state, registry, tensor_parallel_state
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
@@ -123,7 +123,7 @@ class Trainer:
     def __init__(self, model, optimizer, comm=None, task: str = "classification", device: str = "cpu", *,
                  batches_per_epoch: int | None = None, checkpoint_dir: str | None = None,
                  keep_checkpoints: int = 3, config: dict | None = None, micro_batches: int = 0,
-                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None):
+                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None, deterministic_groups: int = 0):
         if task not in TASK_LOSSES:
             raise ValueError(f"unknown task {task!r}; expected {' or '.join(TASK_LOSSES)}")
         self.model, self.optimizer, self.task, self.device = model, optimizer, task, device
@@ -143,7 +143,14 @@ class Trainer:
         # each rank's loss is already divided by the global batch. A pipeline stage sums its own
         # over its replicas.
         self.ddp = (DistributedDataParallel(model, self.data_comm, average=False)
-                    if self.data_comm.size > 1 and self.grid is None and not self.zero else None)
+                    if self.data_comm.size > 1 and self.grid is None and not self.zero and not deterministic_groups
+                    else None)
+        # --deterministic (#16): groups of each batch summed in a fixed tree, the same on one rank too
+        self.deterministic = deterministic_groups > 0
+        if self.deterministic:
+            if self.grid is not None or self.zero or tp_grid is not None:
+                raise ValueError("deterministic mode supports plain data parallelism only")
+            self.ddp = deterministic.deterministic_ddp(model, self.data_comm, deterministic_groups)
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
@@ -157,6 +164,8 @@ class Trainer:
         the reduced gradients are not finite (`updated` False; every rank sees the same)."""
         if self.grid is not None:
             return self._pipeline_step(X, y, global_batch)
+        if self.deterministic:
+            raise RuntimeError("deterministic mode steps with step_on(X, y, batch): each rank takes whole groups")
         self.net.train()
         self.optimizer.zero_grad()
         if self.zero and self.comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
@@ -216,6 +225,16 @@ class Trainer:
     def step_on(self, X, y, batch) -> StepResult:
         """`step` on this rank's contiguous share of the global batch `batch` (indices into X, y); in a
         pipeline, the share of this rank's replica."""
+        if self.deterministic:   # one forward and backward per group of the batch, then the tree's sum
+            self.optimizer.zero_grad()
+            per_sample = deterministic.per_sample_values(self.task, y)
+            loss_sum, samples = deterministic.group_forward_backward(self.ddp, self.loss_fn, X, y, batch,
+                                                                     self.global_step, self.device, per_sample)
+            self.comm_wait_s += self.ddp.last_comm_wait_s
+            updated = _grads_finite(self.model.parameters())
+            if updated:
+                self._update()
+            return StepResult(loss_sum, samples, len(batch), len(batch) * per_sample, updated)
         rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.data_comm.rank,
                                                                                           self.data_comm.size)
         lo, hi = shard_bounds(len(batch), rank, size)
