@@ -32,6 +32,7 @@ import numpy
 
 from .. import autograd, backend
 from ..data import shard_bounds
+from . import trace
 from .comm import Communicator
 from .comm.watchdog import set_step
 from .runtime import set_threads
@@ -208,6 +209,8 @@ class GroupReducer:
             p.grad = root[off:off + p.data.size].reshape(p.data.shape)
         self._planned, self._stack = None, []
         self.last_comm_wait_s = time.perf_counter() - t0
+        trace.complete("tree sum", t0, t0 + self.last_comm_wait_s, cat="wait", tid=trace.COMPUTE_TID,
+                       iteration=self.iteration, groups=num)
 
     def _combine(self, num: int, first: int, last: int):
         comm, ids = self.comm, _tree(num)

@@ -78,6 +78,8 @@ class TrainConfig:
     deterministic: bool = _opt(False, "the same weights, bit for bit, on any number of ranks: each global batch "
                                       "in --deterministic-groups fixed groups summed in a fixed tree (slower)")
     deterministic_groups: int = _opt(8, "groups per global batch in --deterministic mode (ranks own whole groups)")
+    trace: str = _opt("", "write each rank's timeline here (Chrome trace JSON: open in https://ui.perfetto.dev, "
+                          "or python -m distbp.plot --trace DIR)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

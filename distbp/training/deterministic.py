@@ -14,7 +14,7 @@ import numpy
 from .. import backend
 from .. import random as distbp_random
 from ..autograd import tensor
-from ..distributed import DistributedDataParallel, get_comm
+from ..distributed import DistributedDataParallel, get_comm, trace
 
 
 def deterministic_ddp(model, comm, groups: int) -> DistributedDataParallel:
@@ -30,12 +30,16 @@ def group_forward_backward(ddp: DistributedDataParallel, loss_fn, X, y, batch, s
     ddp.train()
     scale = len(batch) * per_sample
     loss_sum, samples = 0.0, 0
-    for a, b in ddp.group_bounds(len(batch)):
-        with distbp_random.batch(step=step, first_sample=a):
-            out = ddp(tensor(backend.to_device(X[batch[a:b]], device)))
-        total = loss_fn(out, backend.to_device(y[batch[a:b]], device))
-        value = float(total.item())
-        (total / scale if math.isfinite(value) else total * math.nan).backward()
+    for group, (a, b) in enumerate(ddp.group_bounds(len(batch))):
+        with trace.span("data", step=step, group=group):
+            Xg, yg = X[batch[a:b]], y[batch[a:b]]
+        with trace.span("forward", step=step, group=group):
+            with distbp_random.batch(step=step, first_sample=a):
+                out = ddp(tensor(backend.to_device(Xg, device)))
+            total = loss_fn(out, backend.to_device(yg, device))
+            value = float(total.item())
+        with trace.span("backward", step=step, group=group):
+            (total / scale if math.isfinite(value) else total * math.nan).backward()
         loss_sum += value
         samples += b - a
     ddp.reduce_groups()

@@ -50,6 +50,7 @@ from ..distributed import (
     ZeroRedundancyOptimizer,
     broadcast_module,
     get_comm,
+    trace,
     verify_same_model,
 )
 from ..distributed.grid import ProcessGrid
@@ -172,15 +173,17 @@ class Trainer:
             for b in self.model.buffers():
                 if backend.is_array(b):
                     self.comm.bcast(b)
-        with distbp_random.batch(step=self.global_step, first_sample=first_sample):
-            out = self.net(tensor(backend.to_device(X, self.device)))
-        total = self.loss_fn(out, backend.to_device(y, self.device))
+        with trace.span("forward", step=self.global_step):
+            with distbp_random.batch(step=self.global_step, first_sample=first_sample):
+                out = self.net(tensor(backend.to_device(X, self.device)))
+            total = self.loss_fn(out, backend.to_device(y, self.device))
         per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
         scale = global_batch * per_sample
         loss_sum = float(total.item())
         # nan from a rank's own non-finite loss reaches every gradient, so after the reduction all
         # ranks see non-finite gradients: the verdict is shared without a collective of its own.
-        (total / scale if math.isfinite(loss_sum) else total * math.nan).backward()
+        with trace.span("backward", step=self.global_step):
+            (total / scale if math.isfinite(loss_sum) else total * math.nan).backward()
         if self.ddp is not None:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
@@ -195,7 +198,8 @@ class Trainer:
 
     def _update(self) -> None:
         if self.optimizer is not None:
-            self.optimizer.step()
+            with trace.span("optimizer", step=self.global_step):
+                self.optimizer.step()
         self.global_step += 1
         self.position += 1
         if self.batches_per_epoch and self.position == self.batches_per_epoch:
@@ -210,7 +214,8 @@ class Trainer:
         stage.train()
         if self.optimizer is not None:
             self.optimizer.zero_grad()
-        result = stage.train_step(X, y, global_batch, self.num_micro_batches(global_batch), step=self.global_step)
+        with trace.span("pipeline schedule", step=self.global_step):
+            result = stage.train_step(X, y, global_batch, self.num_micro_batches(global_batch), step=self.global_step)
         self.comm_wait_s += stage.last_stats.recv_wait_s
         per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
         loss_sum = result.loss_sum * per_sample if grid.is_last_stage else 0.0
@@ -238,7 +243,9 @@ class Trainer:
         rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.data_comm.rank,
                                                                                           self.data_comm.size)
         lo, hi = shard_bounds(len(batch), rank, size)
-        return self.step(X[batch[lo:hi]], y[batch[lo:hi]], len(batch), first_sample=lo)
+        with trace.span("data", step=self.global_step):
+            Xs, ys = X[batch[lo:hi]], y[batch[lo:hi]]
+        return self.step(Xs, ys, len(batch), first_sample=lo)
 
     def mean_losses(self, results: list) -> list:
         """Collective: the global mean loss of each step in `results`, from one allreduce of the sums."""
