@@ -101,7 +101,8 @@ class GroupReducer:
     flat array (zeros for a parameter it did not reach) and sets them None again. Sync points: the
     constructor (it duplicates the communicator) and `reduce()`. `average` divides the sum by the
     number of groups. Attributes: `iteration`, `last_comm_wait_s` (the exchange's time),
-    `bytes_per_sync` (one model)."""
+    `bytes_per_sync` (one model), `last_bytes_received` (what this rank received in the last exchange:
+    subtree sums and the broadcast root)."""
 
     def __init__(self, named_params, comm: Communicator, groups: int = 8, average: bool = False):
         named = [(n, p) for n, p in named_params if p.requires_grad]
@@ -126,6 +127,7 @@ class GroupReducer:
         self.iteration = 0
         self.last_comm_wait_s = 0.0
         self.bytes_per_sync = n * numpy.dtype(self.dtype).itemsize
+        self.last_bytes_received = 0
         self.armed = False
         self._planned = None
 
@@ -220,6 +222,7 @@ class GroupReducer:
             owner[lo:hi] = [r] * (hi - lo)
         done = {(lo, hi): v for lo, hi, v in self._stack}
         sends = []
+        received = self.bytes_per_sync if comm.rank > 0 else 0   # the root's broadcast
 
         def value(lo, hi):   # a node whose first group is mine
             if (lo, hi) in done:
@@ -231,6 +234,8 @@ class GroupReducer:
             if owner[mid] == comm.rank:
                 right = value(mid, hi)
             else:
+                nonlocal received
+                received += self.bytes_per_sync
                 right = comm.recv(self.xp.empty(self.numel, dtype=self.dtype), owner[mid], ids[(mid, hi)],
                                   what=f"deterministic gradient sum of groups {mid}..{hi - 1}")
             return self.xp.add(left, right, out=left)
@@ -255,4 +260,5 @@ class GroupReducer:
             request.wait()
         if comm.size > 1:
             comm.bcast(root, 0)
+        self.last_bytes_received = received
         return root

@@ -88,7 +88,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run must share with its checkpoint, or the continuation would not be exact.
 RESUME_KEYS = ("model", "dataset", "hidden", "activation", "dropout", "label_column", "batch_size", "lr", "optimizer",
-               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction")
+               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction", "deterministic_groups")
 
 
 def _type_name(t) -> str:

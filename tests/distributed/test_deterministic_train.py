@@ -60,13 +60,14 @@ def test_the_same_bits_on_every_number_of_ranks(tmp_path, run):
 
 
 def test_resumes_mid_epoch_on_other_rank_counts_end_with_the_same_bits(tmp_path):
-    options = [*ARGS, "--model", "mlp", "--hidden", "32", "--dropout", "0.2", "--deterministic-groups", "6"]
-    _train(2, *options, "--checkpoint-dir", str(tmp_path / "whole"))
+    options = [*ARGS, "--model", "mlp", "--hidden", "32", "--dropout", "0.2"]
+    groups = ["--deterministic-groups", "6"]   # given at the start only: a resume takes it from the checkpoint
+    _train(2, *options, *groups, "--checkpoint-dir", str(tmp_path / "whole"))
     chain = tmp_path / "chain"
-    _train(1, *options, "--steps", "9", "--checkpoint-dir", str(chain))           # stops mid-epoch
+    _train(1, *options, *groups, "--steps", "9", "--checkpoint-dir", str(chain))           # stops mid-epoch
     _train(3, *options, "--steps", "17", "--resume", "--checkpoint-dir", str(chain))
     out = _train(4, *options, "--resume", "--checkpoint-dir", str(chain))         # to the end of the epoch
-    assert "resumed from" in out and "at step 17" in out
+    assert "resumed from" in out and "at step 17" in out and "deterministic (6 groups per batch" in out
     assert _differing(tmp_path / "whole", chain) == []
 
 
