@@ -93,6 +93,24 @@ def test_deterministic_run_traces_its_groups_and_tree_sum(tmp_path, monkeypatch)
     assert sorted(e["args"]["group"] for e in spans if e["name"] == "backward") == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
+def test_pipeline_stages_trace_their_schedule_actions(tmp_path):
+    if not MPIEXEC.exists():
+        pytest.skip("mpiexec not installed next to python")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    env.pop("PMI_RANK", None)
+    env.pop("DISTBP_NO_MPI", None)
+    proc = subprocess.run(["timeout", "300", str(MPIEXEC), "-n", "2", sys.executable, "-m", "distbp.train",
+                           "--no-progress", "--steps", "2", "--pipeline-stages", "2", "--micro-batches", "3",
+                           "--hidden", "16,16", "--checkpoint-dir", str(tmp_path / "ck"), "--trace", str(tmp_path / "tr")],
+                          check=False, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for stage, moves in ((0, {"send_forward", "recv_backward"}), (1, {"recv_forward", "send_backward"})):
+        spans = [e for e in _events(tmp_path / "tr" / f"trace-rank{stage}.json") if e["ph"] == "X"]
+        assert sum(e["name"] == "pipeline schedule" for e in spans) == 2
+        for op in ("forward", "backward", *moves):
+            assert sorted(e["args"]["micro_batch"] for e in spans if e["name"] == op) == [0, 0, 1, 1, 2, 2], op
+
+
 def test_tracing_off_records_nothing():
     assert not trace.enabled()
     assert trace.span("forward") is trace.span("backward")   # one shared no-op
