@@ -65,3 +65,12 @@ def test_average_divides_by_the_number_of_groups():
         ddp(db.tensor(np.ones((b - a, 2)))).sum().backward()
     ddp.reduce_groups()
     assert np.array_equal(model.bias.grad, np.ones(1, np.float32))
+
+
+def test_a_bad_group_setting_of_distbp_train_is_one_line():
+    from distbp.training.config import ConfigError, parse_config
+    for argv, text in ((["--deterministic-groups", "0"], "invalid deterministic_groups 0"),
+                       (["--deterministic", "--zero", "1"], "--deterministic with --zero 1"),
+                       (["--deterministic", "--tensor-parallel", "2"], "--deterministic with --tensor-parallel 2")):
+        with pytest.raises(ConfigError, match=text):
+            parse_config(argv)
