@@ -88,6 +88,28 @@ def _is_node(lo: int, hi: int, num_groups: int) -> bool:
     return True
 
 
+class _Sum:
+    """A tree node's value: one array per parameter. `owned`: the arrays are this reducer's to
+    overwrite (a leaf holds the arrays backward made, which may be shared with other references,
+    so the first sum over it writes into fresh arrays; the same IEEE additions either way)."""
+    __slots__ = ("arrays", "owned")
+
+    def __init__(self, arrays: list, owned: bool):
+        self.arrays, self.owned = arrays, owned
+
+    def add(self, right: _Sum, xp) -> _Sum:
+        """self + right (left operand first, whichever storage receives it)."""
+        if self.owned:
+            for a, b in zip(self.arrays, right.arrays):
+                xp.add(a, b, out=a)
+            return self
+        if right.owned:
+            for a, b in zip(self.arrays, right.arrays):
+                xp.add(a, b, out=b)
+            return right
+        return _Sum([xp.add(a, b) for a, b in zip(self.arrays, right.arrays)], True)
+
+
 class GroupReducer:
     """Sum per-group gradients of `named_params` over the ranks of `comm` in the fixed tree.
 
@@ -97,8 +119,8 @@ class GroupReducer:
             loss_fn(model(x[a:b]), y[a:b]).backward()   # this group's gradient, filed apart
         reducer.reduce()                            # collective: .grad = the tree's sum over all groups
 
-    `plan` leaves every .grad None; each armed backward copies the parameters' gradients into one
-    flat array (zeros for a parameter it did not reach) and sets them None again. Sync points: the
+    `plan` leaves every .grad None; each armed backward takes the parameters' gradient arrays as a
+    leaf of the tree (zeros for a parameter it did not reach) and sets .grad None again. Sync points: the
     constructor (it duplicates the communicator) and `reduce()`. `average` divides the sum by the
     number of groups. Attributes: `iteration`, `last_comm_wait_s` (the exchange's time),
     `bytes_per_sync` (one model), `last_bytes_received` (what this rank received in the last exchange:
@@ -173,16 +195,15 @@ class GroupReducer:
         if g >= last:
             raise RuntimeError(f"rank {self.comm.rank}: more backward passes than the {last - self._planned[1]} "
                                "group(s) this rank owns in the step; run one forward and backward per group")
-        leaf = self.xp.empty(self.numel, dtype=self.dtype)
-        for p, off in zip(self.params, self.offsets):
-            part = leaf[off:off + p.data.size]
+        leaf = []
+        for p in self.params:   # no copy: the arrays are only read until a sum replaces them
             if p.grad is None:
-                part[...] = 0
+                leaf.append(self.xp.zeros(p.data.shape, dtype=self.dtype))
             else:
-                part[...] = p.grad.reshape(-1)
+                leaf.append(p.grad if p.grad.dtype == self.dtype else p.grad.astype(self.dtype))
             p.grad = None
         self._next = g + 1
-        self._push(g, g + 1, leaf, num)
+        self._push(g, g + 1, _Sum(leaf, False), num)
 
     def _push(self, lo: int, hi: int, value, num: int) -> None:
         stack = self._stack
@@ -191,7 +212,7 @@ class GroupReducer:
             (a, m, left), (m2, b, right) = stack[-2], stack[-1]
             if m != m2 or _mid(a, b) != m or not _is_node(a, b, num):
                 break
-            stack[-2:] = [(a, b, self.xp.add(left, right, out=left))]
+            stack[-2:] = [(a, b, left.add(right, self.xp))]
 
     def reduce(self) -> None:
         """Collective: combine every rank's subtrees into the root; each .grad is then a view of it."""
@@ -206,9 +227,9 @@ class GroupReducer:
         t0 = time.perf_counter()
         root = self._combine(num, first, last)
         if self.average:
-            root /= num
-        for p, off in zip(self.params, self.offsets):
-            p.grad = root[off:off + p.data.size].reshape(p.data.shape)
+            root = _Sum([a / num for a in root.arrays], True)
+        for p, a in zip(self.params, root.arrays):
+            p.grad = a
         self._planned, self._stack = None, []
         self.last_comm_wait_s = time.perf_counter() - t0
         trace.complete("tree sum", t0, t0 + self.last_comm_wait_s, cat="wait", tid=trace.COMPUTE_TID,
@@ -236,16 +257,17 @@ class GroupReducer:
             else:
                 nonlocal received
                 received += self.bytes_per_sync
-                right = comm.recv(self.xp.empty(self.numel, dtype=self.dtype), owner[mid], ids[(mid, hi)],
-                                  what=f"deterministic gradient sum of groups {mid}..{hi - 1}")
-            return self.xp.add(left, right, out=left)
+                right = self._unflatten(comm.recv(self.xp.empty(self.numel, dtype=self.dtype), owner[mid],
+                                                  ids[(mid, hi)],
+                                                  what=f"deterministic gradient sum of groups {mid}..{hi - 1}"))
+            return left.add(right, self.xp)
 
         def visit(lo, hi):   # find the nodes I must send: right halves whose parent starts on another rank
             if hi - lo <= 1:
                 return
             mid = _mid(lo, hi)
             if owner[mid] == comm.rank and owner[lo] != comm.rank:
-                v = value(mid, hi)
+                v = self._flatten(value(mid, hi))
                 sends.append((comm.isend(v, owner[lo], ids[(mid, hi)],
                                          what=f"deterministic gradient sum of groups {mid}..{hi - 1}"), v))
             if first < last:
@@ -255,10 +277,22 @@ class GroupReducer:
                     visit(mid, hi)
 
         visit(0, num)
-        root = value(0, num) if comm.rank == 0 else self.xp.empty(self.numel, dtype=self.dtype)
+        if comm.size == 1:
+            return value(0, num)
+        root = self._flatten(value(0, num)) if comm.rank == 0 else self.xp.empty(self.numel, dtype=self.dtype)
         for request, _ in sends:
             request.wait()
-        if comm.size > 1:
-            comm.bcast(root, 0)
+        comm.bcast(root, 0)
         self.last_bytes_received = received
-        return root
+        return self._unflatten(root)
+
+    def _flatten(self, node: _Sum):
+        """One contiguous array of a node's values, in parameter order (what travels)."""
+        flat = self.xp.empty(self.numel, dtype=self.dtype)
+        for a, off in zip(node.arrays, self.offsets):
+            flat[off:off + a.size] = a.reshape(-1)
+        return flat
+
+    def _unflatten(self, flat) -> _Sum:
+        return _Sum([flat[off:off + p.data.size].reshape(p.data.shape) for p, off in zip(self.params, self.offsets)],
+                    True)
