@@ -6,6 +6,7 @@ calls every collective in the same order; only rank 0 prints, shows the bar, wri
 checkpoints. Why N ranks train exactly like one process: distbp/training/trainer.py."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -159,11 +160,19 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
             log.print(f"test {describe(test, data.task)} ({len(Xte)} samples)")
         log.print(f"checkpoint: {trainer.checkpoint_path()}")
         if cfg.trace:
-            log.print(f"trace: {' '.join(trace.save(cfg.trace, comm))}")
+            log.print(f"trace: {' '.join(_save_trace(cfg.trace, comm))}")
     finally:
         log.close()
-        trace.save(cfg.trace, merge=False)   # after a failure: this rank's timeline so far (no collective)
+        with contextlib.suppress(OSError):   # after a failure: this rank's timeline so far (no collective)
+            trace.save(cfg.trace, merge=False)
     return test
+
+
+def _save_trace(directory: str, comm) -> list:
+    try:
+        return trace.save(directory, comm)
+    except OSError as e:
+        raise UsageError(f"--trace {directory}: cannot write the timeline ({e.strerror or e})") from None
 
 
 def _start_trace(directory: str, comm) -> None:
