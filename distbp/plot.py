@@ -1,6 +1,8 @@
 """`python -m distbp.plot RUN_DIR`: loss and accuracy curves of a run's metrics.jsonl as a PNG.
 `python -m distbp.plot --schedule gpipe,1f1b --stages 4 --micro-batches 8 --out FILE.png`: the
 simulated timelines of pipeline schedules, drawn from the action lists the stages run.
+`python -m distbp.plot --trace DIR`: where each rank's step time went in a `distbp.train --trace DIR`
+run, as a table and the last steps' timeline (distbp/trace_view.py).
 
 matplotlib is an optional extra (`pip install 'distbp[plot]'`); without it the command says so in one line."""
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import sys
 
+from . import trace_view
 from .distributed.pipeline.schedule import build_schedules, peak_in_flight, simulate_schedules
 
 _TITLES = {"gpipe": "GPipe", "1f1b": "1F1B"}
@@ -116,19 +119,31 @@ def main(argv=None) -> int:
     parser.add_argument("--schedule", metavar="NAME[,NAME]", help="draw pipeline schedules instead, e.g. gpipe,1f1b")
     parser.add_argument("--stages", type=int, default=4, help="pipeline stages (with --schedule)")
     parser.add_argument("--micro-batches", type=int, default=8, help="micro-batches per step (with --schedule)")
+    parser.add_argument("--trace", metavar="DIR", help="a --trace DIR of distbp.train: print where each rank's time "
+                        "went and draw its timeline (default DIR/timeline.png)")
+    parser.add_argument("--last-steps", type=int, default=3, help="steps drawn with --trace (0: the whole run)")
     args = parser.parse_args(argv)
-    if (args.run_dir is None) == (args.schedule is None):
-        parser.error("give either RUN_DIR or --schedule")
+    if [args.run_dir, args.schedule, args.trace].count(None) != 2:
+        parser.error("give one of RUN_DIR, --schedule or --trace")
     try:
+        if args.trace:
+            return _plot_trace(args.trace, args.out, args.last_steps)
         if args.schedule:
             print(plot_schedules(args.out or "pipeline_schedules.png", args.schedule.split(","), args.stages,
                                  args.micro_batches))
         else:
             print(plot(args.run_dir, args.out))
         return 0
-    except PlotError as e:
+    except (PlotError, trace_view.TraceError) as e:
         print(f"distbp.plot: error: {e}", file=sys.stderr)
         return 2
+
+
+def _plot_trace(directory: str, out: str | None, last_steps: int) -> int:
+    events = trace_view.read_trace(directory)
+    print(trace_view.format_summary(events), flush=True)
+    print(trace_view.draw(events, out or os.path.join(directory, "timeline.png"), _pyplot(), last_steps))
+    return 0
 
 
 if __name__ == "__main__":

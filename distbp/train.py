@@ -6,6 +6,7 @@ calls every collective in the same order; only rank 0 prints, shows the bar, wri
 checkpoints. Why N ranks train exactly like one process: distbp/training/trainer.py."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -14,6 +15,7 @@ import numpy
 
 from . import backend, distributed
 from .data import DataError, global_batches, load_dataset, num_batches
+from .distributed import trace
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
@@ -61,9 +63,12 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         raise UsageError("--device cuda: no usable GPU or cupy here; install distbp[cuda] or use --device cpu")
     backend.set_default_dtype(cfg.dtype)
     backend.manual_seed(cfg.seed)
+    if cfg.trace:   # --trace (#16): checked before any work, recorded from here on
+        _start_trace(cfg.trace, comm)
     try:
-        data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
-                            label_column=cfg.label_column or None)
+        with trace.span("load dataset"):
+            data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                                label_column=cfg.label_column or None)
     except ValueError as e:
         raise DataError(str(e)) from None
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
@@ -84,7 +89,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
-                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid)
+                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid,
+                      deterministic_groups=cfg.deterministic_groups if cfg.deterministic else 0)
     if ckpt is not None:
         trainer.resume(ckpt)
 
@@ -102,6 +108,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                   f"replica(s)" + (f", schedule {cfg.schedule}" if grid is not None else ""))
     if cfg.zero:
         layout += ", optimizer state sharded (ZeRO-1)"
+    if cfg.deterministic:
+        layout += f", deterministic ({cfg.deterministic_groups} groups per batch, 1 BLAS thread)"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1
@@ -112,14 +120,15 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
             t_epoch, wait_before = time.perf_counter(), trainer.comm_wait_s
             for batch in batches[start:start + total - trainer.global_step]:
                 t0 = time.perf_counter()
-                with numpy.errstate(all="ignore"):   # a diverging loss is reported below, once, by step
-                    result = trainer.step_on(Xtr, ytr, batch)
+                with numpy.errstate(all="ignore"), trace.span("step", step=trainer.global_step):
+                    result = trainer.step_on(Xtr, ytr, batch)   # a diverging loss is reported below, once
                 if not result.updated:
                     raise _diverged(trainer, log, result, last_saved)
                 log.train_step(trainer, result, len(batch) / max(time.perf_counter() - t0, 1e-9))
                 if cfg.checkpoint_every and trainer.global_step % cfg.checkpoint_every == 0:
                     log.flush(trainer)       # the log on disk never lags behind a checkpoint
-                    trainer.save_checkpoint()
+                    with trace.span("checkpoint", step=trainer.global_step):
+                        trainer.save_checkpoint()
                     last_saved = trainer.global_step
                 elif trainer.global_step % LOG_EVERY == 0:
                     log.flush(trainer)
@@ -129,7 +138,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
             seconds = max(time.perf_counter() - t_epoch, 1e-9)
             line = f"epoch {trainer.epoch}/{cfg.epochs} step {trainer.global_step} train loss {log.take_epoch_loss():.4f}"
             if len(Xva):
-                val = trainer.evaluate(Xva, yva, data.num_classes)
+                with trace.span("evaluate", step=trainer.global_step):
+                    val = trainer.evaluate(Xva, yva, data.num_classes)
                 log.record(split="val", step=trainer.global_step, epoch=trainer.epoch, **public(val))
                 line += f" | val {describe(val, data.task)}"
             if comm.size > 1:                # what communication costs: backward's wait for the allreduces
@@ -139,7 +149,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
             log.print(f"{line} | {sum(map(len, batches[start:])) / seconds:.0f} samples/s")
         log.flush(trainer)
         if last_saved != trainer.global_step:
-            trainer.save_checkpoint()
+            with trace.span("checkpoint", step=trainer.global_step):
+                trainer.save_checkpoint()
         test = trainer.evaluate(Xte, yte, data.num_classes)
         log.record(split="test", step=trainer.global_step, epoch=trainer.epoch, **test)
         if data.task == "classification":
@@ -150,9 +161,28 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         else:
             log.print(f"test {describe(test, data.task)} ({len(Xte)} samples)")
         log.print(f"checkpoint: {trainer.checkpoint_path()}")
+        if cfg.trace:
+            log.print(f"trace: {' '.join(_save_trace(cfg.trace, comm))}")
     finally:
         log.close()
+        with contextlib.suppress(OSError):   # after a failure: this rank's timeline so far (no collective)
+            trace.save(cfg.trace, merge=False)
     return test
+
+
+def _save_trace(directory: str, comm) -> list:
+    try:
+        return trace.save(directory, comm)
+    except OSError as e:
+        raise UsageError(f"--trace {directory}: cannot write the timeline ({e.strerror or e})") from None
+
+
+def _start_trace(directory: str, comm) -> None:
+    try:
+        trace.check_directory(directory)
+    except OSError as e:
+        raise UsageError(f"--trace {directory}: cannot write there ({e.strerror or e})") from None
+    trace.start(comm.rank)
 
 
 def show_schedule(cfg: TrainConfig, comm) -> None:

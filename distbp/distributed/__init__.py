@@ -8,7 +8,7 @@ parallelism (Megatron's column/row split): `tensor_parallel` (`ColumnParallelLin
 `RowParallelLinear`, `VocabParallelEmbedding`); optimizer state sharded over the data-parallel ranks (ZeRO-1):
 `ZeroRedundancyOptimizer`; gradient clipping over the grid's shards and stages: `clip_grad_norm_`.
 See docs/distributed.md and docs/model_parallel.md."""
-from . import functional, p2p, tensor_parallel
+from . import functional, p2p, tensor_parallel, trace
 from .clip import clip_grad_norm_
 from .comm import Communicator, MPIComm, Request, SelfComm, get_comm, launched_by_mpi
 from .comm.watchdog import CollectiveMismatchError, get_step, set_step
@@ -25,4 +25,4 @@ __all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "D
            "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SyncBatchNorm", "VocabParallelEmbedding",
            "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state", "clip_grad_norm_", "functional",
            "get_comm", "get_step", "init", "launched_by_mpi", "local_size", "p2p", "recv_array", "send_array",
-           "set_step", "set_threads", "tensor_parallel", "verify_same_model"]
+           "set_step", "set_threads", "tensor_parallel", "trace", "verify_same_model"]

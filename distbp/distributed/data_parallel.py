@@ -21,6 +21,7 @@ import contextlib
 from .. import autograd, backend
 from ..nn.module import Module
 from .comm import Communicator, get_comm
+from .deterministic import GroupReducer, check_groups
 from .reducer import Reducer, bucket_cap_bytes
 
 
@@ -67,6 +68,15 @@ def broadcast_state(model: Module, optimizer=None, comm: Communicator | None = N
             optimizer.load_state_dict(state)
 
 
+def _check_deterministic(module: Module, groups: int) -> None:
+    """Refuse what deterministic mode cannot make independent of the number of ranks."""
+    check_groups(groups)
+    buffers = [name for name, b in module.named_buffers() if backend.is_array(b)]
+    if buffers:   # running statistics would be updated by whichever groups a rank happens to run
+        raise ValueError(f"deterministic mode does not support modules with buffers (BatchNorm running "
+                         f"statistics: {buffers[:3]}); use a model without BatchNorm")
+
+
 class DistributedDataParallel(Module):
     """Wrap a module for data-parallel training: grads are summed over ranks (divided by the world
     size when `average`, torch's convention) at the end of each `loss.backward()`.
@@ -80,6 +90,10 @@ class DistributedDataParallel(Module):
         average: divide the summed gradients by the world size.
         broadcast_buffers: re-broadcast rank 0's buffers (BatchNorm running stats) at each training
             forward, as torch does, so all ranks evaluate the same model.
+        deterministic: gradients with the same bits on any number of ranks (deterministic.py): the
+            global batch is cut into `groups` groups, one forward and backward per group
+            (`group_bounds`), summed in a fixed tree (`reduce_groups`); `average` then divides by the
+            number of groups. Sets one BLAS thread; refuses a model with buffers (BatchNorm).
 
     `reducer` is the gradient reducer; `iteration` (synchronised steps so far, also the watchdog's
     step number), `last_comm_wait_s` (time the last backward waited for its allreduces at the end)
@@ -87,16 +101,23 @@ class DistributedDataParallel(Module):
     """
 
     def __init__(self, module: Module, comm: Communicator | None = None, bucket_cap_mb: float = 25,
-                 average: bool = True, broadcast_buffers: bool = True):
+                 average: bool = True, broadcast_buffers: bool = True, deterministic: bool = False,
+                 groups: int = 8):
         super().__init__()
         self.bucket_cap_bytes = bucket_cap_bytes(bucket_cap_mb)  # checked before any collective
+        self.deterministic = deterministic
+        if deterministic:
+            _check_deterministic(module, groups)
         self.module = module
         object.__setattr__(self, "comm", comm or get_comm())
         self.average, self.broadcast_buffers = average, broadcast_buffers
         verify_same_model(module, self.comm)
         broadcast_module(module, self.comm)
-        object.__setattr__(self, "reducer", Reducer(module.named_parameters(), self.comm,
-                                                    self.bucket_cap_bytes, average))
+        if deterministic:
+            object.__setattr__(self, "reducer", GroupReducer(module.named_parameters(), self.comm, groups, average))
+        else:
+            object.__setattr__(self, "reducer", Reducer(module.named_parameters(), self.comm,
+                                                        self.bucket_cap_bytes, average))
         self.require_backward_grad_sync = True
 
     @property
@@ -117,16 +138,34 @@ class DistributedDataParallel(Module):
                 if backend.is_array(b):
                     self.comm.bcast(b)
         if autograd.is_grad_enabled():  # this forward's graph: reduced in its backward unless no_sync
-            self.reducer.prepare_for_backward(sync=self.require_backward_grad_sync)
+            if self.deterministic:
+                self.reducer.prepare_for_backward()
+            else:
+                self.reducer.prepare_for_backward(sync=self.require_backward_grad_sync)
         return self.module(*args, **kwargs)
 
     def reduce_gradients(self) -> None:
         """Reduce every parameter's current .grad now, outside backward (same buckets and rules)."""
+        if self.deterministic:
+            raise RuntimeError("deterministic mode reduces per-group gradients: use group_bounds() and "
+                               "reduce_groups()")
         self.reducer.reduce_gradients()
+
+    # ----- deterministic mode -----
+    def group_bounds(self, global_batch: int) -> list:
+        """Deterministic mode: start a step; [start, stop) global sample bounds of this rank's groups.
+        Run one forward and one backward per group, in this order, then `reduce_groups()`."""
+        return self.reducer.plan(global_batch)
+
+    def reduce_groups(self) -> None:
+        """Deterministic mode, collective: every .grad = the fixed tree's sum of all groups' gradients."""
+        self.reducer.reduce()
 
     @contextlib.contextmanager
     def no_sync(self):
         """Accumulate gradients locally: forwards inside this block do not reduce in their backward."""
+        if self.deterministic:
+            raise RuntimeError("no_sync() is not available in deterministic mode: each group is its own backward")
         prev, self.require_backward_grad_sync = self.require_backward_grad_sync, False
         try:
             yield
@@ -141,4 +180,6 @@ class DistributedDataParallel(Module):
         return self.module.load_state_dict(state_dict, strict)
 
     def extra_repr(self) -> str:
+        if self.deterministic:
+            return f"world_size={self.comm.size}, groups={self.reducer.groups}, average={self.average}, deterministic"
         return f"world_size={self.comm.size}, buckets={len(self.reducer.buckets)}, average={self.average}"

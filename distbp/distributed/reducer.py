@@ -36,6 +36,7 @@ import warnings
 import numpy
 
 from .. import autograd, backend
+from . import trace
 from .comm import Communicator
 from .comm.watchdog import set_step
 
@@ -61,6 +62,7 @@ class _Bucket:
         self.buffer = None
         self.ready = 0
         self.request = None
+        self.started_at = self.done_at = None   # perf_counter() times, kept only while tracing
 
     def view(self, i):
         p = self.params[i]
@@ -180,6 +182,8 @@ class Reducer:
         for b in self.buckets[:self._next]:
             if not b.request.test():  # one test progresses every outstanding request
                 break
+            if b.done_at is None and trace.enabled():   # when the timeline saw it finish
+                b.done_at = time.perf_counter()
 
     def _copy_in(self, b, i, grad) -> None:
         view = b.view(i)
@@ -193,6 +197,8 @@ class Reducer:
                 self.buckets[self._next].params):
             b = self.buckets[self._next]
             b.request = self.comm.iallreduce(b.buffer)
+            if trace.enabled():
+                b.started_at, b.done_at = time.perf_counter(), None
             self._next += 1
 
     def _finish_backward(self) -> None:
@@ -228,3 +234,15 @@ class Reducer:
                 if p.grad is None:
                     p.grad = b.view(i)
         self.last_comm_wait_s = time.perf_counter() - t0
+        if trace.enabled():
+            self._trace(t0)
+
+    def _trace(self, t0: float) -> None:
+        """Each bucket's allreduce (from its start to when a test or the wait saw it done) and the wait."""
+        end = t0 + self.last_comm_wait_s
+        for i, b in enumerate(self.buckets):
+            if b.started_at is not None:
+                trace.complete(f"allreduce bucket {i}", b.started_at, b.done_at or end, iteration=self.iteration,
+                               bytes=b.numel * numpy.dtype(b.dtype).itemsize)
+            b.started_at = b.done_at = None
+        trace.complete("comm wait", t0, end, cat="wait", tid=trace.COMPUTE_TID, iteration=self.iteration)

@@ -74,6 +74,12 @@ class TrainConfig:
     tensor_parallel: int = _opt(1, "split every Linear pair of the mlp, or the cnn's head, over T ranks (Megatron "
                                    "column/row; world size a multiple of T x P; data parallelism takes the rest)")
     show_schedule: bool = _opt(False, "print every stage's timeline for this run's pipeline, then exit")
+    # deterministic mode and tracing (#16)
+    deterministic: bool = _opt(False, "the same weights, bit for bit, on any number of ranks: each global batch "
+                                      "in --deterministic-groups fixed groups summed in a fixed tree (slower)")
+    deterministic_groups: int = _opt(8, "groups per global batch in --deterministic mode (ranks own whole groups)")
+    trace: str = _opt("", "write each rank's timeline here (Chrome trace JSON: open in https://ui.perfetto.dev, "
+                          "or python -m distbp.plot --trace DIR)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,7 +88,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run must share with its checkpoint, or the continuation would not be exact.
 RESUME_KEYS = ("model", "dataset", "hidden", "activation", "dropout", "label_column", "batch_size", "lr", "optimizer",
-               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction")
+               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction", "deterministic_groups")
 
 
 def _type_name(t) -> str:
@@ -154,10 +160,21 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("tensor_parallel", "must be at least 1")
     if cfg.zero not in (0, 1):
         bad("zero", "choose 0 or 1")
+    _check_deterministic(cfg)
     try:
         partition_method(cfg.partition)
     except ValueError as e:
         bad("partition", str(e))
+
+
+def _check_deterministic(cfg: TrainConfig) -> None:
+    if not 1 <= cfg.deterministic_groups <= 16384:
+        raise ConfigError(f"invalid deterministic_groups {cfg.deterministic_groups!r}: must be from 1 to 16384")
+    other = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("pipeline_stages", "tensor_parallel", "zero")
+             if getattr(cfg, k) > (0 if k == "zero" else 1)]
+    if cfg.deterministic and other:
+        raise ConfigError(f"--deterministic with {other[0]}: deterministic mode is for plain data parallelism "
+                          "only; use one or the other")
 
 
 def partition_method(text: str):
@@ -203,7 +220,7 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
         help_text = f"{help_of(name)} (default: {default!r})"
         if name == "progress":
             p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-        elif name == "show_schedule":
+        elif name in ("show_schedule", "deterministic"):
             p.add_argument(flag, action="store_true", help=help_of(name))
         elif name == "resume":
             p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)

@@ -53,12 +53,13 @@ from ..distributed import (
     ZeroRedundancyOptimizer,
     broadcast_module,
     get_comm,
+    trace,
     verify_same_model,
 )
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
 from ..distributed.tensor_parallel import linear_pairs, parallelize
-from . import checkpoint, grid_state, registry
+from . import checkpoint, deterministic, grid_state, registry
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
@@ -126,7 +127,7 @@ class Trainer:
     def __init__(self, model, optimizer, comm=None, task: str = "classification", device: str = "cpu", *,
                  batches_per_epoch: int | None = None, checkpoint_dir: str | None = None,
                  keep_checkpoints: int = 3, config: dict | None = None, micro_batches: int = 0,
-                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None):
+                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None, deterministic_groups: int = 0):
         if task not in TASK_LOSSES:
             raise ValueError(f"unknown task {task!r}; expected {' or '.join(TASK_LOSSES)}")
         self.model, self.optimizer, self.task, self.device = model, optimizer, task, device
@@ -146,7 +147,14 @@ class Trainer:
         # each rank's loss is already divided by the global batch. A pipeline stage sums its own
         # over its replicas.
         self.ddp = (DistributedDataParallel(model, self.data_comm, average=False)
-                    if self.data_comm.size > 1 and self.grid is None and not self.zero else None)
+                    if self.data_comm.size > 1 and self.grid is None and not self.zero and not deterministic_groups
+                    else None)
+        # --deterministic (#16): groups of each batch summed in a fixed tree, the same on one rank too
+        self.deterministic = deterministic_groups > 0
+        if self.deterministic:
+            if self.grid is not None or self.zero or tp_grid is not None:
+                raise ValueError("deterministic mode supports plain data parallelism only")
+            self.ddp = deterministic.deterministic_ddp(model, self.data_comm, deterministic_groups)
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
@@ -160,21 +168,25 @@ class Trainer:
         the reduced gradients are not finite (`updated` False; every rank sees the same)."""
         if self.grid is not None:
             return self._pipeline_step(X, y, global_batch)
+        if self.deterministic:
+            raise RuntimeError("deterministic mode steps with step_on(X, y, batch): each rank takes whole groups")
         self.net.train()
         self.optimizer.zero_grad()
         if self.zero and self.data_comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
             for b in self.model.buffers():
                 if backend.is_array(b):
                     self.data_comm.bcast(b)
-        with distbp_random.batch(step=self.global_step, first_sample=first_sample):
-            out = self.net(tensor(backend.to_device(X, self.device)))
-        total = self.loss_fn(out, backend.to_device(y, self.device))
+        with trace.span("forward", step=self.global_step):
+            with distbp_random.batch(step=self.global_step, first_sample=first_sample):
+                out = self.net(tensor(backend.to_device(X, self.device)))
+            total = self.loss_fn(out, backend.to_device(y, self.device))
         per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
         scale = global_batch * per_sample
         loss_sum = float(total.item())
         # nan from a rank's own non-finite loss reaches every gradient, so after the reduction all
         # ranks see non-finite gradients: the verdict is shared without a collective of its own.
-        (total / scale if math.isfinite(loss_sum) else total * math.nan).backward()
+        with trace.span("backward", step=self.global_step):
+            (total / scale if math.isfinite(loss_sum) else total * math.nan).backward()
         if self.ddp is not None:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
@@ -189,7 +201,8 @@ class Trainer:
 
     def _update(self) -> None:
         if self.optimizer is not None:
-            self.optimizer.step()
+            with trace.span("optimizer", step=self.global_step):
+                self.optimizer.step()
         self.global_step += 1
         self.position += 1
         if self.batches_per_epoch and self.position == self.batches_per_epoch:
@@ -204,7 +217,8 @@ class Trainer:
         stage.train()
         if self.optimizer is not None:
             self.optimizer.zero_grad()
-        result = stage.train_step(X, y, global_batch, self.num_micro_batches(global_batch), step=self.global_step)
+        with trace.span("pipeline schedule", step=self.global_step):
+            result = stage.train_step(X, y, global_batch, self.num_micro_batches(global_batch), step=self.global_step)
         self.comm_wait_s += stage.last_stats.recv_wait_s
         per_sample = 1 if self.task == "classification" else int(numpy.prod(y.shape[1:]))
         loss_sum = result.loss_sum * per_sample if grid.is_last_stage else 0.0
@@ -221,10 +235,22 @@ class Trainer:
     def step_on(self, X, y, batch) -> StepResult:
         """`step` on this rank's contiguous share of the global batch `batch` (indices into X, y); in a
         pipeline, the share of this rank's replica."""
+        if self.deterministic:   # one forward and backward per group of the batch, then the tree's sum
+            self.optimizer.zero_grad()
+            per_sample = deterministic.per_sample_values(self.task, y)
+            loss_sum, samples = deterministic.group_forward_backward(self.ddp, self.loss_fn, X, y, batch,
+                                                                     self.global_step, self.device, per_sample)
+            self.comm_wait_s += self.ddp.last_comm_wait_s
+            updated = _grads_finite(self.model.parameters())
+            if updated:
+                self._update()
+            return StepResult(loss_sum, samples, len(batch), len(batch) * per_sample, updated)
         rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.data_comm.rank,
                                                                                           self.data_comm.size)
         lo, hi = shard_bounds(len(batch), rank, size)
-        return self.step(X[batch[lo:hi]], y[batch[lo:hi]], len(batch), first_sample=lo)
+        with trace.span("data", step=self.global_step):
+            Xs, ys = X[batch[lo:hi]], y[batch[lo:hi]]
+        return self.step(Xs, ys, len(batch), first_sample=lo)
 
     def mean_losses(self, results: list) -> list:
         """Collective: the global mean loss of each step in `results`, from one allreduce of the sums."""

@@ -29,7 +29,7 @@ from ... import autograd, random
 from ...autograd import Tensor, no_grad
 from ...data import shard_bounds
 from ...nn import Module, functional
-from .. import p2p
+from .. import p2p, trace
 from ..reducer import Reducer, bucket_cap_bytes
 from .partition import check_pipeline_model
 from .schedule import build_schedule, build_schedules, check_schedules
@@ -219,7 +219,8 @@ class PipelineStage(Module):
         edges = [lo + a for a in numpy.cumsum([0] + [len(c) for c in numpy.array_split(range(rows), m_count)])]
         run = _Run(self, X, y, edges, lo, step, int(global_batch))
         for action in build_schedule(self.schedule, grid.num_stages, m_count, grid.stage):
-            getattr(run, action.op)(action.micro_batch)
+            with trace.span(action.op, step=step, micro_batch=action.micro_batch):   # a no-op unless --trace
+                getattr(run, action.op)(action.micro_batch)
         run.finish()
         if self.reducer is not None:
             self.reducer.reduce_gradients()
