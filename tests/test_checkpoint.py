@@ -234,3 +234,14 @@ def test_prune_deletes_only_the_old_checkpoints_of_its_own_run(tmp_path):
         "aaa", "bbb", "aaa", "aaa", None, "bbb", None]
     checkpoint.prune(tmp_path, 1, "aaa")
     assert [int(os.path.basename(p)[5:13]) for p in checkpoint.list_checkpoints(tmp_path)] == [2, 4, 5, 6, 9]
+
+
+def test_prune_never_deletes_the_file_just_saved_after_a_resume_of_an_older_one(tmp_path):
+    model, opt = _trained()
+    for step in (8, 9, 10, 3):   # 3: saved after resuming the run from an older checkpoint
+        checkpoint.save(checkpoint_path(tmp_path, step), model, opt, _meta(step, "aaa"), None)
+    checkpoint.prune(tmp_path, 2, "aaa", upto=3)
+    assert len(checkpoint.list_checkpoints(tmp_path)) == 4
+    checkpoint.save(checkpoint_path(tmp_path, 4), model, opt, _meta(4, "aaa"), None)
+    checkpoint.prune(tmp_path, 1, "aaa", upto=4)
+    assert [int(os.path.basename(p)[5:13]) for p in checkpoint.list_checkpoints(tmp_path)] == [4, 8, 9, 10]

@@ -255,9 +255,16 @@ def run_id_of(path: str) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def prune(directory: str, keep: int, run_id: str | None = None) -> None:
+def _step_of(path: str) -> int:
+    return int(_NAME.match(os.path.basename(path)).group(1))
+
+
+def prune(directory: str, keep: int, run_id: str | None = None, upto: int | None = None) -> None:
     """Delete all but the newest `keep` checkpoints of run `run_id` (rank 0 only); the files of
-    any other run are never touched."""
-    own = [p for p in list_checkpoints(directory) if run_id_of(p) == run_id]
+    any other run are never touched. `upto`: the step just saved; this run's files of later steps
+    (from before a resume of an older checkpoint) are neither counted nor deleted, so the file just
+    written is never the one pruned."""
+    own = [p for p in list_checkpoints(directory)
+           if (upto is None or _step_of(p) <= upto) and run_id_of(p) == run_id]
     for path in own[:-keep] if keep > 0 else []:
         os.remove(path)

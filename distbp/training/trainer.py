@@ -292,7 +292,7 @@ class Trainer:
         else:
             checkpoint.save(path, self.model, self.optimizer, meta, self.comm)
         if self.comm.is_root:
-            checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints, self.run_meta.get("run_id"))
+            checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints, self.run_meta.get("run_id"), self.global_step)
         return path
 
     def resume(self, ckpt: checkpoint.Checkpoint) -> None:
