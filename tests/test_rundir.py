@@ -57,7 +57,7 @@ def test_another_process_is_refused_while_the_lock_is_held_and_admitted_after(tm
     assert other() == ""
 
 
-def test_a_new_run_is_refused_in_a_folder_with_another_runs_checkpoints(tmp_path):
+def test_a_new_run_is_refused_in_a_folder_with_another_runs_checkpoints(tmp_path, claims):
     theirs = [_save(tmp_path, 10, "f00f00f00f00"), _save(tmp_path, 20, "f00f00f00f00")]
     before = [Path(p).read_bytes() for p in theirs]
     with pytest.raises(CheckpointError) as e:
@@ -66,7 +66,8 @@ def test_a_new_run_is_refused_in_a_folder_with_another_runs_checkpoints(tmp_path
                             "ckpt-00000010.safetensors, ckpt-00000020.safetensors); continue that run with --resume, "
                             "choose another --checkpoint-dir, or give --overwrite-checkpoint-dir to delete them")
     assert [Path(p).read_bytes() for p in theirs] == before
-    assert rundir.claim(str(tmp_path), SelfComm(), resumed={"run_id": "f00f00f00f00"}).run_id == "f00f00f00f00"
+    claims.append(c := rundir.claim(str(tmp_path), SelfComm(), resumed={"run_id": "f00f00f00f00"}))
+    assert c.run_id == "f00f00f00f00"
 
 
 def test_a_resume_is_refused_beside_a_third_runs_checkpoints_and_overwrite_deletes_them(tmp_path, claims):
