@@ -85,11 +85,15 @@ def _lock(directory: str, run_id: str, notes: list) -> None:
             raise
         notes.append(f"warning: cannot lock --checkpoint-dir {directory} ({e.strerror}); a second run in it "
                      "would not be refused")
-    lock_file.seek(0)
-    lock_file.truncate()
-    lock_file.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
-    lock_file.flush()
+    try:   # also proves the folder writable: a full disk fails here, before the training
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+        lock_file.flush()
+    except OSError:
+        lock_file.close()
+        raise
     _HELD[os.path.realpath(directory)] = lock_file
 
 
