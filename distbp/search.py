@@ -22,7 +22,7 @@ from .training.config import FIELDS, ConfigError, TrainConfig, _check_type, _che
 from .training.trainer import Trainer, UsageError, model_for, optimizer_for
 
 _NOT_SEARCHABLE = ("dataset", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume", "log_dir",
-                   "progress", "device")
+                   "progress", "device", "overwrite_checkpoint_dir")
 
 
 def kfold_indices(n: int, folds: int, seed: int) -> list:

@@ -18,8 +18,10 @@ from .data import DataError, global_batches, load_dataset, num_batches
 from .distributed import trace
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
+from .training import rundir
 from .training.checkpoint import CheckpointError, load_shared
-from .training.config import ConfigError, TrainConfig, parse_config, resume_config
+from .training.config import ConfigError, TrainConfig, parse_config, resume_config, resume_directory
+from .training.fingerprint import check_same_dataset, dataset_fingerprint
 from .training.metrics import format_confusion_matrix
 from .training.runlog import RunLog, describe, public
 from .training.trainer import (
@@ -43,11 +45,11 @@ def _splits(data, dtype: str):
             for X, y in (data.train, data.val, data.test)]
 
 
-def _diverged(trainer: Trainer, log: RunLog, result, last_saved: int) -> UsageError:
+def _diverged(trainer: Trainer, log: RunLog, result, last_path: str | None) -> UsageError:
     log.flush(trainer)                       # every rank is here at the same step: collectives are safe
     loss = trainer.mean_losses([result])[0]
     what = f"loss is {loss}" if not math.isfinite(loss) else f"loss is {loss:.4g} but its gradient is not finite"
-    kept = f"; the last checkpoint {trainer.checkpoint_path(last_saved)} is intact" if last_saved >= 0 else ""
+    kept = f"; the last checkpoint {last_path} is intact" if last_path else ""
     return UsageError(f"{what} at step {trainer.global_step + 1} (epoch {trainer.epoch + 1}): training diverged, "
                       f"stopped before updating the weights{kept}; try a smaller --lr")
 
@@ -57,6 +59,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     comm = comm or distributed.init()
     ckpt = None
     if cfg.resume:
+        cfg = resume_directory(cfg, set(explicit))
         ckpt = load_shared(cfg.resume, cfg.checkpoint_dir, comm)
         cfg = resume_config(cfg, set(explicit), ckpt)
     if cfg.device == "cuda" and not backend.cuda_available():
@@ -71,6 +74,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                                 label_column=cfg.label_column or None)
     except ValueError as e:
         raise DataError(str(e)) from None
+    if ckpt is not None:   # a resume trains on the data it was saved with, or not at all
+        check_same_dataset(ckpt, data, cfg.dataset)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = model_for(cfg, data).to(cfg.device)
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
@@ -93,9 +98,16 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                       deterministic_groups=cfg.deterministic_groups if cfg.deterministic else 0)
     if ckpt is not None:
         trainer.resume(ckpt)
+    # the checkpoint folder becomes this run's (locked, checked for room) before any training (#16)
+    owner = rundir.claim(cfg.checkpoint_dir, comm, resumed=ckpt.meta if ckpt is not None else None,
+                         overwrite=cfg.overwrite_checkpoint_dir,
+                         need_bytes=3 * count * numpy.dtype(cfg.dtype).itemsize + (1 << 20))
+    trainer.run_meta = {"run_id": owner.run_id, "dataset": dataset_fingerprint(data)}
 
     total = per_epoch * cfg.epochs if not cfg.steps else min(per_epoch * cfg.epochs, cfg.steps)
     log = RunLog(comm, cfg.log_dir, cfg.progress, total, trainer.global_step, error=UsageError)
+    for note in owner.notes:
+        log.print(note)
     if ckpt is not None:
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
@@ -112,7 +124,9 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         layout += f", deterministic ({cfg.deterministic_groups} groups per batch, 1 BLAS thread)"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
-    last_saved = trainer.global_step if ckpt is not None else -1
+    last_saved, last_path = (trainer.global_step, ckpt.path) if ckpt is not None else (-1, None)
+    if trainer.global_step >= total:
+        log.print(f"nothing left to do: the run is at step {trainer.global_step} of its {total}")
     try:
         while trainer.global_step < total:
             epoch, start = trainer.epoch, trainer.position
@@ -123,12 +137,12 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                 with numpy.errstate(all="ignore"), trace.span("step", step=trainer.global_step):
                     result = trainer.step_on(Xtr, ytr, batch)   # a diverging loss is reported below, once
                 if not result.updated:
-                    raise _diverged(trainer, log, result, last_saved)
+                    raise _diverged(trainer, log, result, last_path)
                 log.train_step(trainer, result, len(batch) / max(time.perf_counter() - t0, 1e-9))
                 if cfg.checkpoint_every and trainer.global_step % cfg.checkpoint_every == 0:
                     log.flush(trainer)       # the log on disk never lags behind a checkpoint
                     with trace.span("checkpoint", step=trainer.global_step):
-                        trainer.save_checkpoint()
+                        last_path = trainer.save_checkpoint()
                     last_saved = trainer.global_step
                 elif trainer.global_step % LOG_EVERY == 0:
                     log.flush(trainer)
@@ -150,7 +164,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         log.flush(trainer)
         if last_saved != trainer.global_step:
             with trace.span("checkpoint", step=trainer.global_step):
-                trainer.save_checkpoint()
+                last_path = trainer.save_checkpoint()
         test = trainer.evaluate(Xte, yte, data.num_classes)
         log.record(split="test", step=trainer.global_step, epoch=trainer.epoch, **test)
         if data.task == "classification":
@@ -160,11 +174,12 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                       + format_confusion_matrix(test["confusion_matrix"], data.classes or None))
         else:
             log.print(f"test {describe(test, data.task)} ({len(Xte)} samples)")
-        log.print(f"checkpoint: {trainer.checkpoint_path()}")
+        log.print(f"checkpoint: {last_path}")   # the file written last, or resumed from: one that exists
         if cfg.trace:
             log.print(f"trace: {' '.join(_save_trace(cfg.trace, comm))}")
     finally:
         log.close()
+        owner.release()
         with contextlib.suppress(OSError):   # after a failure: this rank's timeline so far (no collective)
             trace.save(cfg.trace, merge=False)
     return test

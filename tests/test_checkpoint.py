@@ -143,3 +143,105 @@ def test_buffers_such_as_batchnorm_running_stats_round_trip(tmp_path):
     checkpoint.restore(checkpoint.load(path), fresh)
     np.testing.assert_array_equal(fresh[1].running_mean, running)
     assert "model/1.running_var" in load_file(path)
+
+
+# ----- the checksum covers the whole file; a failed save leaves no .tmp; pruning keeps to one run -----
+def _meta(step=1, run_id=None):
+    meta = {"step": step, "epoch": 0, "batch": step, "rng": db.get_rng_state(), "config": {"lr": 0.25}}
+    return meta if run_id is None else {**meta, "run_id": run_id}
+
+
+def test_every_flipped_byte_is_an_error_naming_the_file(tmp_path):
+    model, opt = _trained()
+    path = str(tmp_path / "ck.safetensors")
+    checkpoint.save(path, model, opt, _meta(step=7), None)
+    data = Path(path).read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    # the classes of bytes a flip can hit, each checked below (with every other byte)
+    header = data[8:header_end].decode()
+    places = {"header length": 0, "header syntax": 8, "tensor name": 8 + header.index("model/0.weight"),
+              "step in meta": 8 + header.index('\\"step\\": 7') + len('\\"step\\": '),
+              "optimizer lr": 8 + header.index('\\"lr\\": 0.1') + len('\\"lr\\": 0.'),
+              "momentum": 8 + header.index('\\"momentum\\": 0.9') + len('\\"momentum\\": 0.'),
+              "checksum": 8 + header.index("sha256:") + len("sha256:"), "tensor bytes": header_end + 5,
+              "last byte": len(data) - 1}
+    assert all(0 <= i < len(data) for i in places.values())
+    loaded = []
+    for i in range(len(data)):
+        for mask in (0x01, 0xFF):
+            spoiled = bytearray(data)
+            spoiled[i] ^= mask
+            Path(path).write_bytes(bytes(spoiled))
+            try:
+                checkpoint.load(path)
+                loaded.append((i, mask))
+            except CheckpointError as e:
+                assert path in str(e)
+    assert loaded == []
+    Path(path).write_bytes(data)
+    assert checkpoint.load(path).meta["step"] == 7   # the intact file still loads
+
+
+def test_a_changed_hyperparameter_in_the_metadata_fails_the_checksum(tmp_path):
+    model, opt = _trained()
+    path = str(tmp_path / "ck.safetensors")
+    checkpoint.save(path, model, opt, _meta(), None)
+    data = Path(path).read_bytes()
+    assert data.count(b'\\"lr\\": 0.1') == 1
+    Path(path).write_bytes(data.replace(b'\\"lr\\": 0.1', b'\\"lr\\": 0.7'))   # same length: valid safetensors
+    assert load_file(path)                                           # a plain reader sees nothing wrong
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is corrupt: its checksum does not match"):
+        checkpoint.load(path)
+
+
+def test_a_checkpoint_of_the_first_format_still_loads_and_its_tensors_are_checked(tmp_path):
+    model, opt = _trained()
+    tensors, metadata = checkpoint.pack(model, opt, _meta(step=3))
+    del metadata["checksum"]
+    metadata.update(format="distbp-checkpoint/1", crc32=checkpoint._crc(tensors))
+    path = str(tmp_path / "old.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    ck = checkpoint.load(path)
+    assert ck.meta["step"] == 3 and np.array_equal(ck.model["0.weight"], model.state_dict()["0.weight"])
+    data = bytearray(Path(path).read_bytes())
+    data[-3] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        checkpoint.load(path)
+
+
+def test_a_failed_save_removes_its_tmp_and_keeps_the_old_file(tmp_path, monkeypatch):
+    model, opt = _trained()
+    path = str(tmp_path / "ck.safetensors")
+    checkpoint.save(path, model, opt, _meta(step=1), SelfComm())
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path}: No space left on device"):
+        checkpoint.save(path, model, opt, _meta(step=2), SelfComm())
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ck.safetensors"]           # no .tmp left to fill the disk
+    assert checkpoint.load(path).meta["step"] == 1
+
+
+def test_prune_deletes_only_the_old_checkpoints_of_its_own_run(tmp_path):
+    model, opt = _trained()
+    for step, run in ((1, "aaa"), (2, "bbb"), (3, "aaa"), (4, "aaa"), (5, None), (6, "bbb")):
+        checkpoint.save(checkpoint_path(tmp_path, step), model, opt, _meta(step, run), None)
+    (tmp_path / "ckpt-00000009.safetensors").write_bytes(b"\x00" * 20)   # unreadable: nobody's
+    assert [checkpoint.run_id_of(p) for p in checkpoint.list_checkpoints(tmp_path)] == [
+        "aaa", "bbb", "aaa", "aaa", None, "bbb", None]
+    checkpoint.prune(tmp_path, 1, "aaa")
+    assert [int(os.path.basename(p)[5:13]) for p in checkpoint.list_checkpoints(tmp_path)] == [2, 4, 5, 6, 9]
+
+
+def test_prune_never_deletes_the_file_just_saved_after_a_resume_of_an_older_one(tmp_path):
+    model, opt = _trained()
+    for step in (8, 9, 10, 3):   # 3: saved after resuming the run from an older checkpoint
+        checkpoint.save(checkpoint_path(tmp_path, step), model, opt, _meta(step, "aaa"), None)
+    checkpoint.prune(tmp_path, 2, "aaa", upto=3)
+    assert len(checkpoint.list_checkpoints(tmp_path)) == 4
+    checkpoint.save(checkpoint_path(tmp_path, 4), model, opt, _meta(4, "aaa"), None)
+    checkpoint.prune(tmp_path, 1, "aaa", upto=4)
+    assert [int(os.path.basename(p)[5:13]) for p in checkpoint.list_checkpoints(tmp_path)] == [4, 8, 9, 10]

@@ -162,3 +162,33 @@ def test_tensor_parallel_from_flags_and_toml(tmp_path):
         parse_config(["--tensor-parallel", "0"])
     cfg, _ = parse_config(["--tensor-parallel", "2", "--pipeline-stages", "2", "--zero", "1"])   # all compose
     assert (cfg.tensor_parallel, cfg.pipeline_stages, cfg.zero) == (2, 2, 1)
+
+
+# ----- resume: which settings come from the checkpoint (#16) -----
+def test_every_setting_is_either_the_results_the_plans_or_this_launchs():
+    from distbp.training.config import LAUNCH_KEYS, PLAN_KEYS, RESUME_KEYS
+    groups = [*RESUME_KEYS, *PLAN_KEYS, *LAUNCH_KEYS]
+    assert sorted(groups) == sorted(FIELDS)      # a new setting must say whether a resume keeps it
+
+
+def test_resume_takes_the_saved_plan_unless_given_again_and_never_the_launch_settings(tmp_path):
+    from types import SimpleNamespace
+
+    from distbp.training.checkpoint import CheckpointError
+    from distbp.training.config import resume_config, resume_directory
+    saved = dataclasses.replace(TrainConfig(), epochs=7, steps=30, checkpoint_every=5, keep_checkpoints=9,
+                                log_dir="runs/a", lr=0.2, pipeline_stages=2, device="cuda", schedule="gpipe").to_dict()
+    ckpt = SimpleNamespace(path="x.safetensors", meta={"config": saved})
+    cfg, explicit = parse_config(["--resume", "--epochs", "12"])
+    cfg = resume_config(cfg, explicit, ckpt)
+    assert (cfg.epochs, cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, cfg.log_dir, cfg.lr) == (
+        12, 30, 5, 9, "runs/a", 0.2)
+    assert (cfg.pipeline_stages, cfg.device, cfg.schedule, cfg.checkpoint_dir) == (1, "cpu", "1f1b", "checkpoints")
+    with pytest.raises(CheckpointError, match="was written with lr=0.2 but this run asks for lr=0.1"):
+        resume_config(*parse_config(["--resume", "--lr", "0.1"]), ckpt)
+    (tmp_path / "run").mkdir()
+    path = str(tmp_path / "run" / "ckpt-00000005.safetensors")
+    assert resume_directory(*parse_config(["--resume", path])).checkpoint_dir == str(tmp_path / "run")
+    assert resume_directory(*parse_config(["--resume", str(tmp_path / "run")])).checkpoint_dir == str(tmp_path / "run")
+    assert resume_directory(*parse_config(["--resume", path, "--checkpoint-dir", "b"])).checkpoint_dir == "b"
+    assert resume_directory(*parse_config(["--resume"])).checkpoint_dir == "checkpoints"

@@ -53,7 +53,8 @@ def test_resumed_run_ends_with_exactly_the_weights_of_an_unbroken_run(tmp_path, 
     assert main(FAST + opt + ["--checkpoint-dir", str(part), "--steps", "27", "--checkpoint-every", "9"]) == 0
     ck = checkpoint.load(checkpoint.latest(part))
     assert (ck.meta["step"], ck.meta["epoch"], ck.meta["batch"]) == (27, 1, 7)
-    assert main(FAST + ["--checkpoint-dir", str(part), "--resume"]) == 0   # settings come from the checkpoint
+    # settings come from the checkpoint, --steps too: 0 lifts the cap of the interrupted run
+    assert main(["--no-progress", "--checkpoint-dir", str(part), "--resume", "--steps", "0"]) == 0
     a, b = _weights(full / "ckpt-00000040.safetensors"), _weights(part / "ckpt-00000040.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -64,7 +65,7 @@ def test_resume_from_a_checkpoint_at_an_epoch_boundary_is_exact(tmp_path):
     assert main(FAST + ["--checkpoint-dir", str(part), "--dataset", "xor", "--batch-size", "100",
                         "--steps", "7"]) == 0     # 700 samples: 7 steps is exactly one epoch
     assert checkpoint.load(checkpoint.latest(part)).meta["epoch"] == 1
-    assert main(FAST + ["--checkpoint-dir", str(part), "--resume", str(checkpoint.latest(part))]) == 0
+    assert main(FAST + ["--checkpoint-dir", str(part), "--resume", str(checkpoint.latest(part)), "--steps", "0"]) == 0
     a, b = _weights(full / "ckpt-00000014.safetensors"), _weights(part / "ckpt-00000014.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -103,7 +104,8 @@ def test_log_dir_gets_json_lines_for_train_val_and_test(tmp_path):
 
 def test_keeps_only_the_newest_checkpoints(tmp_path):
     assert main(FAST + ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "5", "--keep-checkpoints", "2"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["ckpt-00000035.safetensors", "ckpt-00000040.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-00000035.safetensors", "ckpt-00000040.safetensors",
+                                            "distbp-run.lock"]
 
 
 def test_linear_regression_from_the_command_line(tmp_path, capsys):
@@ -292,7 +294,7 @@ def test_a_run_resumed_on_three_ranks_continues_the_one_rank_run(tmp_path):
     args = [*FAST, "--epochs", "1", "--batch-size", "50", "--dtype", "float64"]
     assert main([*args, "--checkpoint-dir", str(tmp_path / "one")]) == 0
     assert main([*args, "--checkpoint-dir", str(tmp_path / "mix"), "--steps", "13"]) == 0
-    _mpi_train(3, *args, "--checkpoint-dir", str(tmp_path / "mix"), "--resume")
+    _mpi_train(3, *args, "--checkpoint-dir", str(tmp_path / "mix"), "--resume", "--steps", "0")
     assert checkpoint.load(checkpoint.latest(tmp_path / "mix")).meta["world_size"] == 3
     _assert_close(tmp_path / "one", tmp_path / "mix")
 
@@ -391,7 +393,7 @@ def test_a_run_resumes_across_grids_and_ends_as_the_unbroken_run(tmp_path):
     _mpi_train(4, *PIPE, "--checkpoint-dir", mix, "--resume", "--steps", "20", "--pipeline-stages", "2",
                "--schedule", "gpipe")
     assert checkpoint.load(checkpoint.latest(mix)).meta["world_size"] == 4
-    assert main([*PIPE, "--checkpoint-dir", mix, "--resume"]) == 0
+    assert main([*PIPE, "--checkpoint-dir", mix, "--resume", "--steps", "0"]) == 0
     assert checkpoint.load(checkpoint.latest(mix)).meta["step"] == 26
     _assert_close(tmp_path / "one", mix)
 
@@ -463,7 +465,7 @@ def test_a_run_resumes_one_process_to_tensor_parallel_and_back_as_the_unbroken_r
     _mpi_train(2, *TP, "--checkpoint-dir", mix, "--resume", "--steps", "14", "--tensor-parallel", "2")
     _mpi_train(4, *TP, "--checkpoint-dir", mix, "--resume", "--steps", "20", "--tensor-parallel", "2")
     assert checkpoint.load(checkpoint.latest(mix)).meta["world_size"] == 4
-    assert main([*TP, "--checkpoint-dir", mix, "--resume"]) == 0
+    assert main([*TP, "--checkpoint-dir", mix, "--resume", "--steps", "0"]) == 0
     assert checkpoint.load(checkpoint.latest(mix)).meta["step"] == 26
     _assert_close(tmp_path / "one", mix)
 

@@ -4,15 +4,19 @@ Tensors: `model/<state_dict key>` (weights and buffers) and `optim/<param index>
 (optimizer state arrays). The index is the parameter's position in the single-process model's
 `parameters()`, whatever grid wrote the file: pipeline stages map it to and from parameter names
 (distbp/training/pipeline_state.py), so a run resumes on another grid. Metadata (strings): `format`, `meta` (JSON: step, epoch, position in the
-epoch, RNG state, config -- whatever the trainer passes), `optimizer` (JSON: param_groups and
-non-array state) and `crc32` over every tensor, so a flipped byte is caught, not trained on.
+epoch, RNG state, config, run id -- whatever the trainer passes), `optimizer` (JSON: param_groups and
+non-array state) and `checksum`: a SHA-256 of every tensor (name, dtype, shape, bytes) and of the
+canonical JSON of all the other metadata, so a flipped byte anywhere is caught, not trained on.
+Files of the first format (`distbp-checkpoint/1`, a CRC32 of the tensors only) still load.
 `safetensors.numpy.load_file` reads the file with no distbp installed.
 
 `save` is a collective: every rank calls it, rank 0 writes `<path>.tmp`, fsyncs, renames it over
 `<path>`, and all ranks meet at a barrier, so a crash leaves the old file or the new one, never a torn
-one. `load` reads on the host; `load_shared` reads on rank 0 and broadcasts what it read."""
+one; a failed write deletes its `.tmp`. `load` reads on the host; `load_shared` reads on rank 0 and broadcasts what it read."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -23,8 +27,10 @@ import numpy
 
 from .. import backend
 
-FORMAT = "distbp-checkpoint/1"
+FORMAT = "distbp-checkpoint/2"
+LEGACY_FORMAT = "distbp-checkpoint/1"   # its crc32 covers the tensors only
 _NAME = re.compile(r"^ckpt-(\d+)\.safetensors$")
+TMP_NAME = re.compile(r"^ckpt-\d+\.safetensors\.tmp$")   # what `write_atomic` leaves when killed mid-save
 
 
 class CheckpointError(ValueError):
@@ -49,7 +55,20 @@ def _contiguous(array) -> numpy.ndarray:
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
+def _checksum(tensors: dict, metadata: dict) -> str:
+    """SHA-256 of the whole content: every tensor's name, dtype, shape and bytes, and the canonical
+    JSON of every other metadata entry (so the optimizer's lr or the step cannot change unseen)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != "checksum"}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        array = _contiguous(tensors[key])
+        digest.update(json.dumps([key, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.reshape(-1).view(numpy.uint8))
+    return "sha256:" + digest.hexdigest()
+
+
 def _crc(tensors: dict) -> str:
+    """The first format's checksum (tensors only)."""
     crc = 0
     for key in sorted(tensors):
         crc = zlib.crc32(key.encode(), crc)
@@ -85,20 +104,27 @@ def pack_state(model_state: dict, optimizer_state: dict | None, meta: dict) -> t
                 else:
                     opt["scalars"].setdefault(str(index), {})[name] = value
     metadata = {"format": FORMAT, "meta": json.dumps(meta, default=_jsonable),
-                "optimizer": json.dumps(opt, default=_jsonable), "crc32": _crc(tensors)}
+                "optimizer": json.dumps(opt, default=_jsonable)}
+    metadata["checksum"] = _checksum(tensors, metadata)
     return tensors, metadata
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write bytes so that `path` is either the old file or the complete new one, never a torn one."""
+    """Write bytes so that `path` is either the old file or the complete new one, never a torn one.
+    A failed write deletes its `.tmp`: left behind, it would hold the space the next save needs."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     try:  # make the rename itself durable
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -147,10 +173,11 @@ def load(path: str) -> Checkpoint:
     except Exception as e:  # noqa: BLE001 - the Rust reader raises its own types for each kind of damage
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason})") from None
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"{path} is a safetensors file but not a distbp checkpoint "
                               f"(format {metadata.get('format')!r}, expected {FORMAT!r})")
-    if metadata.get("crc32") != _crc(tensors):
+    if (metadata.get("checksum") != _checksum(tensors, metadata) if metadata["format"] == FORMAT
+            else metadata.get("crc32") != _crc(tensors)):
         raise CheckpointError(f"checkpoint {path} is corrupt: its checksum does not match its contents")
     try:
         meta, opt = json.loads(metadata["meta"]), json.loads(metadata["optimizer"])
@@ -213,7 +240,31 @@ def latest(directory: str) -> str | None:
     return found[-1] if found else None
 
 
-def prune(directory: str, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (rank 0 only)."""
-    for path in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+def run_id_of(path: str) -> str | None:
+    """The run id in a checkpoint's metadata, read from its header alone; None for a file written
+    before run ids, or one whose header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > 100_000_000:   # no real header is this large: a damaged length
+                return None
+            header = json.loads(f.read(size))
+        run_id = json.loads(header["__metadata__"]["meta"]).get("run_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return run_id if isinstance(run_id, str) else None
+
+
+def _step_of(path: str) -> int:
+    return int(_NAME.match(os.path.basename(path)).group(1))
+
+
+def prune(directory: str, keep: int, run_id: str | None = None, upto: int | None = None) -> None:
+    """Delete all but the newest `keep` checkpoints of run `run_id` (rank 0 only); the files of
+    any other run are never touched. `upto`: the step just saved; this run's files of later steps
+    (from before a resume of an older checkpoint) are neither counted nor deleted, so the file just
+    written is never the one pruned."""
+    own = [p for p in list_checkpoints(directory)
+           if (upto is None or _step_of(p) <= upto) and run_id_of(p) == run_id]
+    for path in own[:-keep] if keep > 0 else []:
         os.remove(path)

@@ -80,6 +80,9 @@ class TrainConfig:
     deterministic_groups: int = _opt(8, "groups per global batch in --deterministic mode (ranks own whole groups)")
     trace: str = _opt("", "write each rank's timeline here (Chrome trace JSON: open in https://ui.perfetto.dev, "
                           "or python -m distbp.plot --trace DIR)")
+    # checkpoint directory ownership (#16)
+    overwrite_checkpoint_dir: bool = _opt(False, "delete the checkpoints of another run found in --checkpoint-dir "
+                                                 "instead of refusing to start")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,7 +91,15 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Settings a resumed run must share with its checkpoint, or the continuation would not be exact.
 RESUME_KEYS = ("model", "dataset", "hidden", "activation", "dropout", "label_column", "batch_size", "lr", "optimizer",
-               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction", "deterministic_groups")
+               "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction",
+               "deterministic_groups")
+# The run's plan: a resume takes it from the checkpoint unless the user gives a key again (that wins).
+PLAN_KEYS = ("epochs", "steps", "checkpoint_every", "keep_checkpoints", "log_dir", "deterministic")
+# This launch's own choices (grid, device, terminal, folder): never taken from a checkpoint, as a run
+# resumes on another grid or machine. Every setting is in exactly one of the three groups.
+LAUNCH_KEYS = ("device", "checkpoint_dir", "resume", "progress", "pipeline_stages", "micro_batches",
+               "micro_batch_size", "schedule", "partition", "zero", "tensor_parallel", "show_schedule",
+               "overwrite_checkpoint_dir", "trace")
 
 
 def _type_name(t) -> str:
@@ -220,7 +231,7 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
         help_text = f"{help_of(name)} (default: {default!r})"
         if name == "progress":
             p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-        elif name in ("show_schedule", "deterministic"):
+        elif f.type == "bool":
             p.add_argument(flag, action="store_true", help=help_of(name))
         elif name == "resume":
             p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)
@@ -273,11 +284,20 @@ def config_from_dict(data: dict) -> TrainConfig:
     return cfg
 
 
-def resume_config(cfg: TrainConfig, explicit: set, ckpt) -> TrainConfig:
-    """The run's settings with the checkpoint's values for the keys that decide the result.
+def resume_directory(cfg: TrainConfig, explicit: set) -> TrainConfig:
+    """`--resume PATH` without `--checkpoint-dir` continues writing in the run's own folder: PATH's
+    (or PATH, a folder)."""
+    if cfg.resume and cfg.resume != "latest" and "checkpoint_dir" not in explicit:
+        cfg.checkpoint_dir = cfg.resume if os.path.isdir(cfg.resume) else os.path.dirname(os.path.abspath(cfg.resume))
+    return cfg
 
-    A key the user set explicitly to another value is an error: silently continuing with other
-    hyperparameters would not be the run that was saved."""
+
+def resume_config(cfg: TrainConfig, explicit: set, ckpt) -> TrainConfig:
+    """The saved run's settings: RESUME_KEYS from the checkpoint, PLAN_KEYS from the checkpoint unless
+    given again, LAUNCH_KEYS from this launch.
+
+    A RESUME_KEYS key the user set explicitly to another value is an error: silently continuing with
+    other hyperparameters would not be the run that was saved."""
     try:
         saved = config_from_dict(ckpt.meta["config"])
     except (KeyError, TypeError, ConfigError) as e:
@@ -290,4 +310,7 @@ def resume_config(cfg: TrainConfig, explicit: set, ckpt) -> TrainConfig:
                                       f"asks for {key}={mine!r}; resume with the same {key}, or start a new run "
                                       f"in another --checkpoint-dir")
             setattr(cfg, key, theirs)
+    for key in PLAN_KEYS:
+        if key not in explicit:
+            setattr(cfg, key, getattr(saved, key))
     return cfg

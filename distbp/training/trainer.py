@@ -158,6 +158,7 @@ class Trainer:
         self.net = self.ddp if self.ddp is not None else model   # train through net; evaluate and save model
         self.batches_per_epoch = batches_per_epoch
         self.checkpoint_dir, self.keep_checkpoints, self.config = checkpoint_dir, keep_checkpoints, config
+        self.run_meta = {}   # saved in every checkpoint's meta: the run id (pruning keeps to its files), data fingerprint
         self.global_step = self.epoch = self.position = 0
         self.comm_wait_s = 0.0   # time backward waited for the gradient allreduces, summed over steps
 
@@ -303,10 +304,11 @@ class Trainer:
         return checkpoint.checkpoint_path(self.checkpoint_dir, self.global_step if step is None else step)
 
     def save_checkpoint(self) -> str:
-        """Collective: write ckpt-<global_step> (weights, optimizer state, progress, RNG, config) and
-        keep the newest `keep_checkpoints`; returns its path."""
+        """Collective: write ckpt-<global_step> (weights, optimizer state, progress, RNG, config,
+        `run_meta`) and keep the newest `keep_checkpoints` of this run; returns its path."""
         meta = {"step": self.global_step, "epoch": self.epoch, "batch": self.position,
-                "rng": backend.get_rng_state(), "config": self.config, "world_size": self.comm.size}
+                "rng": backend.get_rng_state(), "config": self.config, "world_size": self.comm.size,
+                **self.run_meta}
         path = self.checkpoint_path()
         if self.grid is not None or self.tp_grid is not None:   # gathered: any grid, or one process, resumes
             grid = self.grid or self.tp_grid
@@ -322,7 +324,7 @@ class Trainer:
         else:
             checkpoint.save(path, self.model, self.optimizer, meta, self.comm)
         if self.comm.is_root:
-            checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints)
+            checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints, self.run_meta.get("run_id"), self.global_step)
         return path
 
     def resume(self, ckpt: checkpoint.Checkpoint) -> None:
