@@ -19,6 +19,7 @@ from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config
 from .training.metrics import format_confusion_matrix
+from .training.run_options import control_for, loss_for
 from .training.runlog import RunLog, describe, public
 from .training.trainer import (
     Trainer,
@@ -50,8 +51,9 @@ def _diverged(trainer: Trainer, log: RunLog, result, last_saved: int) -> UsageEr
                       f"stopped before updating the weights{kept}; try a smaller --lr")
 
 
-def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
-    """Train as configured; returns the final test metrics (on every rank)."""
+def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, data=None, history=None) -> dict:
+    """Train as configured; returns the final test metrics (on every rank). `model` and `data` (a
+    Dataset) replace the configured ones (distbp.fit); `history`, a list, receives every log record."""
     comm = comm or distributed.init()
     ckpt = None
     if cfg.resume:
@@ -62,13 +64,15 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     backend.set_default_dtype(cfg.dtype)
     backend.manual_seed(cfg.seed)
     try:
-        data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
-                            label_column=cfg.label_column or None)
+        data = data or load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                                    label_column=cfg.label_column or None)
     except ValueError as e:
         raise DataError(str(e)) from None
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
-    model = model_for(cfg, data).to(cfg.device)
-    per_epoch = num_batches(len(Xtr), cfg.batch_size)
+    model = (model if model is not None else model_for(cfg, data)).to(cfg.device)
+    loss_fn = loss_for(cfg, model, data, Xtr, ytr)
+    step_batch = cfg.batch_size * cfg.accumulate   # samples per optimizer step (--accumulate: in N batches)
+    per_epoch = num_batches(len(Xtr), step_batch)
     count = sum(p.data.size for p in model.parameters())   # the whole model's size, before any split
     tp_grid = None
     if cfg.tensor_parallel > 1:   # this rank keeps its block of every layer pair
@@ -83,12 +87,15 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         optimizer = optimizer_for(cfg, params) if params else None
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
-                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid)
+                      micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid,
+                      loss_fn=loss_fn, accumulate=cfg.accumulate, clip_grad_norm=cfg.clip_grad_norm)
+    trainer.control = control = control_for(cfg, optimizer, per_epoch)   # before resume: it restores it
     if ckpt is not None:
         trainer.resume(ckpt)
 
     total = per_epoch * cfg.epochs if not cfg.steps else min(per_epoch * cfg.epochs, cfg.steps)
     log = RunLog(comm, cfg.log_dir, cfg.progress, total, trainer.global_step, error=UsageError)
+    log.history = history
     if ckpt is not None:
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
@@ -101,12 +108,12 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         layout = (f"{comm.size} rank(s) as {tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
                   "replica(s)")
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
-              f"{cfg.batch_size}")
+              f"{step_batch}" + (f" ({cfg.accumulate} x {cfg.batch_size})" if cfg.accumulate > 1 else ""))
     last_saved = trainer.global_step if ckpt is not None else -1
     try:
-        while trainer.global_step < total:
+        while trainer.global_step < total and not control.stopped:
             epoch, start = trainer.epoch, trainer.position
-            batches = global_batches(len(Xtr), cfg.batch_size, cfg.seed, epoch)
+            batches = global_batches(len(Xtr), step_batch, cfg.seed, epoch)
             t_epoch, wait_before = time.perf_counter(), trainer.comm_wait_s
             for batch in batches[start:start + total - trainer.global_step]:
                 t0 = time.perf_counter()
@@ -115,21 +122,29 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                 if not result.updated:
                     raise _diverged(trainer, log, result, last_saved)
                 log.train_step(trainer, result, len(batch) / max(time.perf_counter() - t0, 1e-9))
+                control.after_step()
+                if len(Xva) and control.eval_due(trainer.global_step, trainer.position == 0):
+                    validate(trainer, control, log, Xva, yva, data, cfg)   # before this step's checkpoint
                 if cfg.checkpoint_every and trainer.global_step % cfg.checkpoint_every == 0:
                     log.flush(trainer)       # the log on disk never lags behind a checkpoint
                     trainer.save_checkpoint()
                     last_saved = trainer.global_step
                 elif trainer.global_step % LOG_EVERY == 0:
                     log.flush(trainer)
+                if control.stopped:
+                    break
+            if control.stopped:
+                best = f"{control.best:.4f} at step {control.best_step}"
+                log.print(f"early stopping at step {trainer.global_step}: the validation loss has not improved for "
+                          f"{control.bad_evals} validations (best {best})")
+                break
             if trainer.epoch == epoch:       # stopped by --steps inside the epoch
                 continue
             log.flush(trainer)               # the epoch ended: its training loss, then validation
             seconds = max(time.perf_counter() - t_epoch, 1e-9)
             line = f"epoch {trainer.epoch}/{cfg.epochs} step {trainer.global_step} train loss {log.take_epoch_loss():.4f}"
-            if len(Xva):
-                val = trainer.evaluate(Xva, yva, data.num_classes)
-                log.record(split="val", step=trainer.global_step, epoch=trainer.epoch, **public(val))
-                line += f" | val {describe(val, data.task)}"
+            if len(Xva) and not cfg.eval_every:   # validated at the epoch's last step, above
+                line += f" | val {describe(control.last_val, data.task)}"
             if comm.size > 1:                # what communication costs: backward's wait for the allreduces
                 what = ("rank 0 waited on its neighbours" if trainer.grid is not None
                         else "ZeRO step (reduce-scatter, update, allgather)" if cfg.zero else "comm wait")
@@ -151,6 +166,17 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     finally:
         log.close()
     return test
+
+
+def validate(trainer: Trainer, control, log: RunLog, Xva, yva, data, cfg) -> None:
+    """Collective: validation metrics, logged and fed to the schedule and early stopping."""
+    log.flush(trainer)                       # the log's train records come before this val record
+    val = trainer.evaluate(Xva, yva, data.num_classes)
+    log.record(split="val", step=trainer.global_step, epoch=trainer.epoch + (trainer.position > 0), **public(val))
+    control.after_eval(val, trainer.global_step)
+    if cfg.eval_every:
+        lr = control.lr()
+        log.print(f"step {trainer.global_step} val {describe(val, data.task)}" + (f" lr {lr:.4g}" if lr else ""))
 
 
 def show_schedule(cfg: TrainConfig, comm) -> None:
