@@ -51,9 +51,11 @@ def _diverged(trainer: Trainer, log: RunLog, result, last_saved: int) -> UsageEr
                       f"stopped before updating the weights{kept}; try a smaller --lr")
 
 
-def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, data=None, history=None) -> dict:
+def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, data=None, history=None,
+        loss_fn=None) -> dict:
     """Train as configured; returns the final test metrics (on every rank). `model` and `data` (a
-    Dataset) replace the configured ones (distbp.fit); `history`, a list, receives every log record."""
+    Dataset) and `loss_fn` replace the configured ones (distbp.fit); `history`, a list, receives every
+    log record."""
     comm = comm or distributed.init()
     ckpt = None
     if cfg.resume:
@@ -70,7 +72,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         raise DataError(str(e)) from None
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = (model if model is not None else model_for(cfg, data)).to(cfg.device)
-    loss_fn = loss_for(cfg, model, data, Xtr, ytr)
+    loss_fn = loss_fn or loss_for(cfg, model, data, Xtr, ytr)
     step_batch = cfg.batch_size * cfg.accumulate   # samples per optimizer step (--accumulate: in N batches)
     per_epoch = num_batches(len(Xtr), step_batch)
     count = sum(p.data.size for p in model.parameters())   # the whole model's size, before any split
@@ -176,7 +178,7 @@ def validate(trainer: Trainer, control, log: RunLog, Xva, yva, data, cfg) -> Non
     control.after_eval(val, trainer.global_step)
     if cfg.eval_every:
         lr = control.lr()
-        log.print(f"step {trainer.global_step} val {describe(val, data.task)}" + (f" lr {lr:.4g}" if lr else ""))
+        log.print(f"step {trainer.global_step} val {describe(val, data.task)}" + (f" lr {lr:.4g}" if lr is not None else ""))
 
 
 def show_schedule(cfg: TrainConfig, comm) -> None:

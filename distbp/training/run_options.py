@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from . import registry, user_code
 from .control import RunControl
-from .trainer import UsageError
+from .trainer import TASK_LOSSES, UsageError
+
+# the registered losses that take class indices; the others compare outputs with float targets
+_CLASS_LOSSES = ("cross_entropy",)
 
 
 def loss_for(cfg, model, data, X, y):
@@ -16,6 +19,10 @@ def loss_for(cfg, model, data, X, y):
         if user_code.is_reference(cfg.loss):
             loss = user_code.build_user_loss(cfg.loss, cfg.loss_args)
         else:
+            if (cfg.loss in _CLASS_LOSSES) != (data.task == "classification"):
+                raise user_code.UserCodeError(
+                    f"--loss {cfg.loss} does not fit this dataset's {data.task} labels; use "
+                    f"{TASK_LOSSES[data.task]} or another loss for {data.task}")
             factory = registry.LOSSES[cfg.loss]
             accepted = registry.accepted_options(factory)
             unknown = [] if accepted is None else [k for k in cfg.loss_args if k not in accepted]

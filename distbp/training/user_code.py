@@ -173,9 +173,9 @@ def build_user_loss(ref: str, args: dict):
 
 
 def check_loss(loss, model: nn.Module, X, y, label: str) -> None:
-    """The loss on two samples must be a finite scalar equal to the sum of its values on each (a SUM
+    """The loss on three samples must be a finite scalar equal to the sum of its values on each (a SUM
     over samples: a mean would make the per-rank division by the global batch wrong)."""
-    n = min(2, len(X))
+    n = min(3, len(X))
     xs, ys = numpy.asarray(X[:n]), numpy.asarray(y[:n])
     model.eval()
     try:
@@ -197,5 +197,5 @@ def check_loss(loss, model: nn.Module, X, y, label: str) -> None:
     if n > 1:
         parts = sum(float(v.item()) for v in values[1:])
         if not math.isclose(whole, parts, rel_tol=1e-4, abs_tol=1e-6):
-            raise UserCodeError(f"loss {label} must SUM over the samples (reduction='sum'): on 2 samples it gives "
+            raise UserCodeError(f"loss {label} must SUM over the samples (reduction='sum'): on {n} samples it gives "
                                 f"{whole:.6g}, the sum of its values on each is {parts:.6g}")
