@@ -169,3 +169,24 @@ def test_clipping_scales_the_update_to_the_norm_bound():
 def test_bad_training_options_are_one_line_and_exit_2(tmp_path, args, words):
     from test_train import _cli, _one_line_error
     _one_line_error(_cli("--checkpoint-dir", str(tmp_path / "c"), "--epochs", "2", *args), words)
+
+
+@needs_mpi
+@pytest.mark.parametrize("grid", [["--tensor-parallel", "2"], ["--pipeline-stages", "2", "--micro-batches", "4"],
+                                  []])
+def test_clipping_under_model_parallelism_equals_one_process(tmp_path, grid):
+    # the norm is the whole model's: summed over tensor-parallel shards and pipeline stages
+    base = [*FAST, "--dtype", "float64", "--hidden", "32,16", "--clip-grad-norm", "0.3", "--lr-schedule", "cosine",
+            "--warmup-steps", "4"]
+    _mpi_train(2, *base, *grid, "--checkpoint-dir", str(tmp_path / "two"))
+    assert main([*base, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    _close(tmp_path / "one", tmp_path / "two")
+
+
+@needs_mpi
+def test_a_schedule_with_the_sharded_optimizer_resumes_as_the_unbroken_run(tmp_path):
+    base = [*FAST, "--dtype", "float64", "--optimizer", "adam", "--lr", "0.01", "--lr-schedule", "onecycle"]
+    _mpi_train(2, *base, "--zero", "1", "--checkpoint-dir", str(tmp_path / "zero"))
+    assert main([*base, "--checkpoint-dir", str(tmp_path / "one"), "--steps", "27"]) == 0
+    _mpi_train(2, *FAST, "--zero", "1", "--checkpoint-dir", str(tmp_path / "one"), "--resume")
+    _close(tmp_path / "zero", tmp_path / "one")
