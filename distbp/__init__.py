@@ -67,6 +67,12 @@ def rand(*shape, dtype=None, requires_grad=False, device=None):
     return _new(lambda s, d: backend.rng().random(s).astype(d), shape, dtype, requires_grad, device)
 
 
+def fit(model, data, **settings) -> dict:
+    """Train `model` on `data` as `python -m distbp.train` does (distbp/fitting.py); returns the history."""
+    from .fitting import fit as _fit  # the training stack loads on first use, not with `import distbp`
+    return _fit(model, data, **settings)
+
+
 def arange(*args, dtype=None):
     import numpy
     return Tensor(numpy.arange(*args, dtype=dtype))
@@ -74,7 +80,7 @@ def arange(*args, dtype=None):
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "abs", "arange", "autograd", "backend", "cat", "clamp", "clip", "concatenate",
-    "cuda_available", "distributed", "enable_grad", "exp", "get_default_dtype", "get_rng_state", "gradcheck",
+    "cuda_available", "distributed", "enable_grad", "exp", "fit", "get_default_dtype", "get_rng_state", "gradcheck",
     "initial_seed", "is_grad_enabled", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "nn", "no_grad", "ones",
     "ops", "optim", "pad", "rand", "randn", "random", "relu", "reshape", "set_default_dtype", "set_rng_state",
     "sigmoid", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "where", "zeros",

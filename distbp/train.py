@@ -23,6 +23,7 @@ from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config, resume_directory
 from .training.fingerprint import check_same_dataset, dataset_fingerprint
 from .training.metrics import format_confusion_matrix
+from .training.run_options import control_for, loss_for
 from .training.runlog import RunLog, describe, public
 from .training.trainer import (
     Trainer,
@@ -54,8 +55,11 @@ def _diverged(trainer: Trainer, log: RunLog, result, last_path: str | None) -> U
                       f"stopped before updating the weights{kept}; try a smaller --lr")
 
 
-def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
-    """Train as configured; returns the final test metrics (on every rank)."""
+def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, data=None, history=None,
+        loss_fn=None) -> dict:
+    """Train as configured; returns the final test metrics (on every rank). `model` and `data` (a
+    Dataset) and `loss_fn` replace the configured ones (distbp.fit); `history`, a list, receives every
+    log record."""
     comm = comm or distributed.init()
     ckpt = None
     if cfg.resume:
@@ -70,15 +74,17 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         _start_trace(cfg.trace, comm)
     try:
         with trace.span("load dataset"):
-            data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
-                                label_column=cfg.label_column or None)
+            data = data or load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                                        label_column=cfg.label_column or None)
     except ValueError as e:
         raise DataError(str(e)) from None
     if ckpt is not None:   # a resume trains on the data it was saved with, or not at all
         check_same_dataset(ckpt, data, cfg.dataset)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
-    model = model_for(cfg, data).to(cfg.device)
-    per_epoch = num_batches(len(Xtr), cfg.batch_size)
+    model = (model if model is not None else model_for(cfg, data)).to(cfg.device)
+    loss_fn = loss_fn or loss_for(cfg, model, data, Xtr, ytr)
+    step_batch = cfg.batch_size * cfg.accumulate   # samples per optimizer step (--accumulate: in N batches)
+    per_epoch = num_batches(len(Xtr), step_batch)
     count = sum(p.data.size for p in model.parameters())   # the whole model's size, before any split
     tp_grid = None
     if cfg.tensor_parallel > 1:   # this rank keeps its block of every layer pair
@@ -95,7 +101,9 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     trainer = Trainer(model, optimizer, comm, data.task, cfg.device, batches_per_epoch=per_epoch,
                       checkpoint_dir=cfg.checkpoint_dir, keep_checkpoints=cfg.keep_checkpoints, config=cfg.to_dict(),
                       micro_batches=cfg.micro_batches, micro_batch_size=cfg.micro_batch_size, tp_grid=tp_grid,
-                      deterministic_groups=cfg.deterministic_groups if cfg.deterministic else 0)
+                      deterministic_groups=cfg.deterministic_groups if cfg.deterministic else 0,
+                      loss_fn=loss_fn, accumulate=cfg.accumulate, clip_grad_norm=cfg.clip_grad_norm)
+    trainer.control = control = control_for(cfg, optimizer, per_epoch)   # before resume: it restores it
     if ckpt is not None:
         trainer.resume(ckpt)
     # the checkpoint folder becomes this run's (locked, checked for room) before any training (#16)
@@ -108,6 +116,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     log = RunLog(comm, cfg.log_dir, cfg.progress, total, trainer.global_step, error=UsageError)
     for note in owner.notes:
         log.print(note)
+    log.history = history
     if ckpt is not None:
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
@@ -123,14 +132,14 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if cfg.deterministic:
         layout += f", deterministic ({cfg.deterministic_groups} groups per batch, 1 BLAS thread)"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
-              f"{cfg.batch_size}")
+              f"{step_batch}" + (f" ({cfg.accumulate} x {cfg.batch_size})" if cfg.accumulate > 1 else ""))
     last_saved, last_path = (trainer.global_step, ckpt.path) if ckpt is not None else (-1, None)
     if trainer.global_step >= total:
         log.print(f"nothing left to do: the run is at step {trainer.global_step} of its {total}")
     try:
-        while trainer.global_step < total:
+        while trainer.global_step < total and not control.stopped:
             epoch, start = trainer.epoch, trainer.position
-            batches = global_batches(len(Xtr), cfg.batch_size, cfg.seed, epoch)
+            batches = global_batches(len(Xtr), step_batch, cfg.seed, epoch)
             t_epoch, wait_before = time.perf_counter(), trainer.comm_wait_s
             for batch in batches[start:start + total - trainer.global_step]:
                 t0 = time.perf_counter()
@@ -139,6 +148,9 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                 if not result.updated:
                     raise _diverged(trainer, log, result, last_path)
                 log.train_step(trainer, result, len(batch) / max(time.perf_counter() - t0, 1e-9))
+                control.after_step()
+                if len(Xva) and control.eval_due(trainer.global_step, trainer.position == 0):
+                    validate(trainer, control, log, Xva, yva, data, cfg)   # before this step's checkpoint
                 if cfg.checkpoint_every and trainer.global_step % cfg.checkpoint_every == 0:
                     log.flush(trainer)       # the log on disk never lags behind a checkpoint
                     with trace.span("checkpoint", step=trainer.global_step):
@@ -146,16 +158,20 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
                     last_saved = trainer.global_step
                 elif trainer.global_step % LOG_EVERY == 0:
                     log.flush(trainer)
+                if control.stopped:
+                    break
+            if control.stopped:
+                best = f"{control.best:.4f} at step {control.best_step}"
+                log.print(f"early stopping at step {trainer.global_step}: the validation loss has not improved for "
+                          f"{control.bad_evals} validations (best {best})")
+                break
             if trainer.epoch == epoch:       # stopped by --steps inside the epoch
                 continue
             log.flush(trainer)               # the epoch ended: its training loss, then validation
             seconds = max(time.perf_counter() - t_epoch, 1e-9)
             line = f"epoch {trainer.epoch}/{cfg.epochs} step {trainer.global_step} train loss {log.take_epoch_loss():.4f}"
-            if len(Xva):
-                with trace.span("evaluate", step=trainer.global_step):
-                    val = trainer.evaluate(Xva, yva, data.num_classes)
-                log.record(split="val", step=trainer.global_step, epoch=trainer.epoch, **public(val))
-                line += f" | val {describe(val, data.task)}"
+            if len(Xva) and not cfg.eval_every:   # validated at the epoch's last step, above
+                line += f" | val {describe(control.last_val, data.task)}"
             if comm.size > 1:                # what communication costs: backward's wait for the allreduces
                 what = ("rank 0 waited on its neighbours" if trainer.grid is not None
                         else "ZeRO step (reduce-scatter, update, allgather)" if cfg.zero else "comm wait")
@@ -198,6 +214,18 @@ def _start_trace(directory: str, comm) -> None:
     except OSError as e:
         raise UsageError(f"--trace {directory}: cannot write there ({e.strerror or e})") from None
     trace.start(comm.rank)
+
+
+def validate(trainer: Trainer, control, log: RunLog, Xva, yva, data, cfg) -> None:
+    """Collective: validation metrics, logged and fed to the schedule and early stopping."""
+    log.flush(trainer)                       # the log's train records come before this val record
+    with trace.span("evaluate", step=trainer.global_step):
+        val = trainer.evaluate(Xva, yva, data.num_classes)
+    log.record(split="val", step=trainer.global_step, epoch=trainer.epoch + (trainer.position > 0), **public(val))
+    control.after_eval(val, trainer.global_step)
+    if cfg.eval_every:
+        lr = control.lr()
+        log.print(f"step {trainer.global_step} val {describe(val, data.task)}" + (f" lr {lr:.4g}" if lr is not None else ""))
 
 
 def show_schedule(cfg: TrainConfig, comm) -> None:

@@ -132,7 +132,7 @@ def test_build_optimizer_by_name(name, cls):
 
 
 def test_activations_losses_and_datasets_are_registered_by_name():
-    assert isinstance(registry.activation("tanh"), nn.Tanh) and list(registry.LOSSES) == ["cross_entropy", "mse"]
+    assert isinstance(registry.activation("tanh"), nn.Tanh) and list(registry.LOSSES) == ["cross_entropy", "mse", "l1"]
     assert list(registry.DATASETS)[:4] == ["digits", "xor", "regression", "sine"]
 
 

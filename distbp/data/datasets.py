@@ -7,7 +7,9 @@ the validation or test data leaks into training).
 Built-ins: `digits` (UCI handwritten digits, 1797 8x8 images, 10 classes, packaged with distbp),
 `xor` (2-D points labelled by the sign of x0*x1), `regression` (a noisy linear function of 8
 features) and `sine` (a noisy sin curve, a nonlinear regression).
-Paths: a folder of MNIST or Fashion-MNIST IDX files (gzipped or not), or a `.csv` file.
+Paths: a folder of MNIST or Fashion-MNIST IDX files (gzipped or not), a `.csv` file, or arrays saved
+with numpy: an `.npz` file with `X` and `y`, or a folder holding `X.npy` and `y.npy` (arrays.py; read
+memory-mapped, used as they are: not standardised).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy
 
+from . import arrays
 from .errors import DataError
 from .idx import read_idx
 from .tabular import load_csv
@@ -39,10 +42,12 @@ class Dataset:
     image_shape: tuple | None = None   # (channels, height, width) for image data, for conv/recurrent models
     num_outputs: int = 1           # classes, or regression targets
     classes: list = field(default_factory=list)   # original label of each class index (CSV)
+    storage: str = ""              # arrays from files: how they are read (memory-mapped, or loaded)
 
     def __repr__(self):
         sizes = ", ".join(f"{k}={len(getattr(self, k)[0])}" for k in ("train", "val", "test"))
-        return f"Dataset({self.name!r}, {self.task}, {sizes}, input_shape={self.input_shape})"
+        storage = f", {self.storage}" if self.storage else ""
+        return f"Dataset({self.name!r}, {self.task}, {sizes}, input_shape={self.input_shape}{storage})"
 
 
 # ----- built-in raw data -----
@@ -166,6 +171,11 @@ def load_dataset(name_or_path: str, seed: int = 0, val_fraction: float = 0.1, te
     """A built-in dataset by name, a folder of MNIST IDX files, or a CSV file, split and normalised."""
     source = str(name_or_path)
     image_shape, classes, test_given = None, [], None
+    if source not in BUILTINS and (arrays.is_array_folder(source) or
+                                   (os.path.isfile(source) and source.lower().endswith(".npz"))):
+        X, y, storage = (arrays.open_folder if os.path.isdir(source) else arrays.open_npz)(source)
+        name = os.path.basename(os.path.normpath(source))
+        return dataset_from_arrays(X, y, name, seed, val_fraction, test_fraction, storage, where=source)
     if source in BUILTINS:
         name = source
         X, y, image_shape = BUILTINS[source](seed)
@@ -180,7 +190,8 @@ def load_dataset(name_or_path: str, seed: int = 0, val_fraction: float = 0.1, te
     elif os.path.isfile(source):
         name = os.path.basename(source)
         if not source.lower().endswith((".csv", ".csv.txt", ".txt")):
-            raise DataError(f"don't know how to read {source}: give a .csv file or a folder of MNIST IDX files")
+            raise DataError(f"don't know how to read {source}: give a .csv or .npz file, a folder of X.npy and "
+                            "y.npy, or a folder of MNIST IDX files")
         X, raw_y, _ = load_csv(source, label_column)
         task, y, classes = _encode_labels(raw_y, source)
     else:
@@ -205,3 +216,24 @@ def load_dataset(name_or_path: str, seed: int = 0, val_fraction: float = 0.1, te
                    num_classes=num_classes, input_shape=tuple(Xs[0].shape[1:]), image_shape=image_shape,
                    num_outputs=num_outputs, classes=classes)
 
+
+
+def dataset_from_arrays(X, y, name: str, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                        storage: str = "in memory", where: str | None = None) -> Dataset:
+    """A Dataset of features X and labels y, used as they are (not standardised): the same seeded
+    split as load_dataset, each split a `Rows` view that reads only the rows asked for. X and y: numpy
+    arrays, or arrays.ArrayFile/InMemory sources. Integer labels of shape (N,) make a classification
+    set; float labels, regression."""
+    X = X if hasattr(X, "open") else arrays.InMemory(numpy.asarray(X), "X")
+    y = y if hasattr(y, "open") else arrays.InMemory(numpy.asarray(y), "y")
+    task, num_classes, num_outputs = arrays.check_arrays(X, y, where or name)
+    tr, va, te = split_indices(len(X), seed, val_fraction, test_fraction)
+    if len(tr) == 0:
+        raise DataError(f"dataset {where or name!r} leaves no training samples after the validation and test split")
+    column = task == "regression"
+    labels = None if column else numpy.int64   # class indices as the losses and metrics take them
+    splits = [(arrays.Rows(X, rows), arrays.Rows(y, rows, labels, as_column=column)) for rows in (tr, va, te)]
+    input_shape = tuple(int(d) for d in X.shape[1:])
+    return Dataset(name=name, task=task, train=splits[0], val=splits[1], test=splits[2], num_classes=num_classes,
+                   input_shape=input_shape, image_shape=input_shape if len(input_shape) == 3 else None,
+                   num_outputs=num_outputs, storage=storage)

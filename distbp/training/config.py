@@ -17,8 +17,9 @@ else:  # pragma: no cover - pyproject pulls tomli in on 3.10
     import tomli as tomllib
 
 from ..distributed.pipeline.schedule import SCHEDULES
-from . import registry
+from . import registry, user_code
 from .checkpoint import CheckpointError
+from .control import SCHEDULES as SCHEDULES_LR
 
 # Settings whose allowed names come from the registry: read when checked or shown, so a model
 # registered after this module was imported is accepted and listed too.
@@ -83,6 +84,23 @@ class TrainConfig:
     # checkpoint directory ownership (#16)
     overwrite_checkpoint_dir: bool = _opt(False, "delete the checkpoints of another run found in --checkpoint-dir "
                                                  "instead of refusing to start")
+    # user models and losses, training options (#15): training/user_code.py, training/control.py
+    model_args: dict = field(default_factory=dict, metadata={"help": "keyword settings of a --model "
+                             "module:factory, as key=value,... (TOML: a table)"})
+    loss: str = _opt("", "loss: {loss}, or module:factory / file.py:factory (default: cross_entropy for "
+                         "classes, mse for targets)")
+    loss_args: dict = field(default_factory=dict, metadata={"help": "keyword settings of a --loss factory, "
+                            "as key=value,..."})
+    lr_schedule: str = _opt("none", "learning-rate schedule per step: {lr_schedule}")
+    warmup_steps: int = _opt(0, "raise the lr linearly over the first N steps (onecycle: its rise)")
+    lr_step_size: int = _opt(0, "step schedule: multiply the lr by --lr-gamma every N steps (0: every epoch)")
+    lr_gamma: float = _opt(0.1, "step: the factor per decay; plateau: the factor per cut")
+    lr_patience: int = _opt(2, "plateau: validations without improvement before the lr is cut")
+    clip_grad_norm: float = _opt(0.0, "clip the global gradient norm to X before each update (0: off)")
+    accumulate: int = _opt(1, "accumulate gradients over N batches of --batch-size per optimizer step (the "
+                              "same weights as one batch N times larger)")
+    early_stopping: int = _opt(0, "stop after N validations without a lower validation loss (0: never)")
+    eval_every: int = _opt(0, "validate every N steps (0: at the end of each epoch)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,11 +118,13 @@ PLAN_KEYS = ("epochs", "steps", "checkpoint_every", "keep_checkpoints", "log_dir
 LAUNCH_KEYS = ("device", "checkpoint_dir", "resume", "progress", "pipeline_stages", "micro_batches",
                "micro_batch_size", "schedule", "partition", "zero", "tensor_parallel", "show_schedule",
                "overwrite_checkpoint_dir", "trace")
+RESUME_KEYS += ("model_args", "loss", "loss_args", "lr_schedule", "warmup_steps", "lr_step_size", "lr_gamma",
+                "lr_patience", "clip_grad_norm", "accumulate", "early_stopping", "eval_every")   # (#15)
 
 
 def _type_name(t) -> str:
     return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-            "list": "a list of integers"}[t]
+            "list": "a list of integers", "dict": "key=value pairs (a TOML table)"}[t]
 
 
 def _check_type(key: str, value, source: str):
@@ -118,6 +138,15 @@ def _check_type(key: str, value, source: str):
           "list": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}
     if key == "hidden" and isinstance(value, int) and not isinstance(value, bool):
         return [value]
+    if kind == "dict":   # --model-args k=v,... (a TOML table arrives as a dict)
+        if isinstance(value, str):
+            try:
+                return user_code.parse_args(value, source)
+            except user_code.UserCodeError as e:
+                raise ConfigError(str(e)) from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {value!r}")
+        return dict(value)
     if not ok[kind]:
         raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {value!r}")
     return float(value) if kind == "float" else value
@@ -130,6 +159,8 @@ def _check_values(cfg: TrainConfig) -> None:
     choices = {**{k: tuple(table) for k, table in _REGISTERED.items()},
                "dtype": ("float32", "float64"), "device": ("cpu", "cuda")}
     for key, allowed in choices.items():
+        if key == "model" and user_code.is_reference(cfg.model):
+            continue   # module:factory, imported and checked when the model is built
         if getattr(cfg, key) not in allowed:
             bad(key, f"choose one of {', '.join(allowed)}")
     for key in ("epochs", "batch_size", "keep_checkpoints"):
@@ -176,12 +207,44 @@ def _check_values(cfg: TrainConfig) -> None:
         partition_method(cfg.partition)
     except ValueError as e:
         bad("partition", str(e))
+    _check_training_options(cfg, bad)
+
+
+def _check_training_options(cfg: TrainConfig, bad) -> None:
+    """User models and losses, schedules, clipping, accumulation, early stopping (#15)."""
+    if cfg.loss and cfg.loss not in registry.LOSSES and not user_code.is_reference(cfg.loss):
+        bad("loss", f"choose one of {', '.join(registry.LOSSES)}, or give module:factory")
+    if cfg.lr_schedule not in SCHEDULES_LR:
+        bad("lr_schedule", f"choose one of {', '.join(SCHEDULES_LR)}")
+    for key in ("warmup_steps", "lr_step_size", "early_stopping", "eval_every", "lr_patience"):
+        if getattr(cfg, key) < 0:
+            bad(key, "must be 0 or more")
+    if cfg.accumulate < 1:
+        bad("accumulate", "must be at least 1")
+    if not 0 < cfg.lr_gamma < 1:
+        bad("lr_gamma", "must be in (0, 1)")
+    if not 0 <= cfg.clip_grad_norm < float("inf"):
+        bad("clip_grad_norm", "must be 0 (off) or a positive number")
+    for key, on in (("early_stopping", cfg.early_stopping), ("lr_schedule plateau", cfg.lr_schedule == "plateau")):
+        if on and cfg.val_fraction == 0:
+            raise ConfigError(f"--{key.replace('_', '-')} watches the validation loss, but --val-fraction is 0; "
+                              "hold out a validation split")
+    if cfg.eval_every and cfg.val_fraction == 0:
+        raise ConfigError("--eval-every needs a validation split, but --val-fraction is 0")
+    if cfg.clip_grad_norm and cfg.zero:
+        raise ConfigError("--clip-grad-norm with --zero 1: the sharded optimizer reduces the gradients inside its "
+                          "step, after any clipping could see them; use one or the other")
+    if cfg.accumulate > 1 and cfg.pipeline_stages > 1:
+        raise ConfigError(f"--accumulate {cfg.accumulate} with --pipeline-stages {cfg.pipeline_stages}: a pipeline "
+                          "step already runs many micro-batches; raise --batch-size and --micro-batches instead")
+    if cfg.loss and cfg.pipeline_stages > 1:
+        raise ConfigError("--loss with --pipeline-stages: the pipeline trains on its task's own loss only")
 
 
 def _check_deterministic(cfg: TrainConfig) -> None:
     if not 1 <= cfg.deterministic_groups <= 16384:
         raise ConfigError(f"invalid deterministic_groups {cfg.deterministic_groups!r}: must be from 1 to 16384")
-    other = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("pipeline_stages", "tensor_parallel", "zero")
+    other = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("pipeline_stages", "tensor_parallel", "zero", "accumulate")
              if getattr(cfg, k) > (0 if k == "zero" else 1)]
     if cfg.deterministic and other:
         raise ConfigError(f"--deterministic with {other[0]}: deterministic mode is for plain data parallelism "
@@ -204,7 +267,8 @@ def partition_method(text: str):
 def help_of(name: str) -> str:
     """The help line of a setting, with today's registered names filled in."""
     names = {k: ", ".join(table) for k, table in {**_REGISTERED, "dataset": registry.DATASETS,
-                                                   "schedule": SCHEDULES}.items()}
+                                                   "schedule": SCHEDULES, "loss": registry.LOSSES,
+                                                   "lr_schedule": SCHEDULES_LR}.items()}
     return FIELDS[name].metadata["help"].format(**names)
 
 
@@ -237,6 +301,8 @@ def build_parser(prog: str = "python -m distbp.train") -> argparse.ArgumentParse
             p.add_argument(flag, nargs="?", const="latest", metavar="PATH", help=help_text)
         elif name == "hidden":
             p.add_argument(flag, type=_int_list, metavar="N[,N...]", help=help_text)
+        elif f.type == "dict":
+            p.add_argument(flag, metavar="KEY=VALUE[,...]", help=help_text)
         else:
             p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], metavar=name.upper(),
                            help=help_text)

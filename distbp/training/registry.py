@@ -136,3 +136,4 @@ for _name, _cls in (("relu", nn.ReLU), ("tanh", nn.Tanh), ("sigmoid", nn.Sigmoid
 # The loss of each task: the sum-then-divide data parallelism needs reduction="sum" (trainer.py).
 register_loss("cross_entropy")(nn.CrossEntropyLoss)
 register_loss("mse")(nn.MSELoss)
+register_loss("l1")(nn.L1Loss)

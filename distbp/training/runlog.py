@@ -35,6 +35,7 @@ class RunLog:
             self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
         self._pending = []           # (record without its loss, StepResult) since the last flush
         self._epoch_loss = self._epoch_samples = 0.0
+        self.history = None          # a list to receive every record too, on every rank (distbp.fit)
 
     def train_step(self, trainer, result, samples_per_s: float) -> None:
         """Note a finished step; the bar shows this rank's own loss at once (on one process: the loss)."""
@@ -60,6 +61,8 @@ class RunLog:
         return mean
 
     def record(self, **fields) -> None:
+        if self.history is not None:
+            self.history.append(fields)
         if self.file is not None:
             self.file.write(json.dumps(fields) + "\n")
             self.file.flush()

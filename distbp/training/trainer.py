@@ -38,9 +38,11 @@ stage reports the loss and the evaluation counts. ZeRO on a grid shards over `gr
 stage leaving its gradient sum to it (distbp/training/grid_state.py: checkpoints of any grid)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy
 
@@ -50,8 +52,10 @@ from ..autograd import no_grad, tensor
 from ..data import shard_bounds
 from ..distributed import (
     DistributedDataParallel,
+    SelfComm,
     ZeroRedundancyOptimizer,
     broadcast_module,
+    clip_grad_norm_,
     get_comm,
     trace,
     verify_same_model,
@@ -59,9 +63,12 @@ from ..distributed import (
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
 from ..distributed.tensor_parallel import linear_pairs, parallelize
-from . import checkpoint, deterministic, grid_state, registry
+from . import checkpoint, deterministic, grid_state, registry, user_code
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
+
+# clip_grad_norm_'s view of plain data parallelism: every rank holds the whole, reduced gradients
+_LOCAL_GRID = SimpleNamespace(tp_rank=0, tp_comm=SelfComm(), pipe_comm=SelfComm())
 
 # The loss each task trains on, summed per sample (the division by the global batch is the Trainer's).
 TASK_LOSSES = {"classification": "cross_entropy", "regression": "mse"}
@@ -127,12 +134,13 @@ class Trainer:
     def __init__(self, model, optimizer, comm=None, task: str = "classification", device: str = "cpu", *,
                  batches_per_epoch: int | None = None, checkpoint_dir: str | None = None,
                  keep_checkpoints: int = 3, config: dict | None = None, micro_batches: int = 0,
-                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None, deterministic_groups: int = 0):
+                 micro_batch_size: int = 0, tp_grid: ProcessGrid | None = None, deterministic_groups: int = 0,
+                 loss_fn=None, accumulate: int = 1, clip_grad_norm: float = 0.0):
         if task not in TASK_LOSSES:
             raise ValueError(f"unknown task {task!r}; expected {' or '.join(TASK_LOSSES)}")
         self.model, self.optimizer, self.task, self.device = model, optimizer, task, device
         self.comm = comm or get_comm()
-        self.loss_fn = registry.LOSSES[TASK_LOSSES[task]](reduction="sum")
+        self.loss_fn = loss_fn or registry.LOSSES[TASK_LOSSES[task]](reduction="sum")
         self.grid = model.grid if isinstance(model, PipelineStage) else None
         self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
         self.zero = isinstance(optimizer, ZeroRedundancyOptimizer)
@@ -161,6 +169,8 @@ class Trainer:
         self.run_meta = {}   # saved in every checkpoint's meta: the run id (pruning keeps to its files), data fingerprint
         self.global_step = self.epoch = self.position = 0
         self.comm_wait_s = 0.0   # time backward waited for the gradient allreduces, summed over steps
+        # gradient accumulation, clipping and the run's schedule/early stopping (training/control.py)
+        self.accumulate, self.clip_grad_norm, self.control = accumulate, clip_grad_norm, None
 
     # ----- training -----
     def step(self, X, y, global_batch: int, first_sample: int = 0) -> StepResult:
@@ -173,6 +183,11 @@ class Trainer:
             raise RuntimeError("deterministic mode steps with step_on(X, y, batch): each rank takes whole groups")
         self.net.train()
         self.optimizer.zero_grad()
+        loss_sum, scale = self._forward_backward(X, y, global_batch, first_sample)
+        return self._finish_step(loss_sum, len(X), global_batch, scale)
+
+    def _forward_backward(self, X, y, global_batch: int, first_sample: int) -> tuple:
+        """Forward and backward of this rank's slice; gradients add to .grad. (loss sum, scale)."""
         if self.zero and self.data_comm.size > 1:   # as DDP's broadcast_buffers: every rank evaluates rank 0's
             for b in self.model.buffers():
                 if backend.is_array(b):
@@ -188,17 +203,48 @@ class Trainer:
         # ranks see non-finite gradients: the verdict is shared without a collective of its own.
         with trace.span("backward", step=self.global_step):
             (total / scale if math.isfinite(loss_sum) else total * math.nan).backward()
+        return loss_sum, scale
+
+    def _finish_step(self, loss_sum: float, samples: int, global_batch: int, scale: int) -> StepResult:
+        """After the step's (last) backward: the shared finite verdict, clipping, the update."""
         if self.ddp is not None:
             self.comm_wait_s += self.ddp.last_comm_wait_s
         updated = _grads_finite(self.model.parameters())
         if (self.zero or self.tp_grid is not None) and self.comm.size > 1:   # one number makes the verdict shared
             updated = float(self.comm.allreduce(numpy.array([0.0 if updated else 1.0]))[0]) == 0.0
         if updated:
+            self._clip()
             t0 = time.perf_counter()
             self._update()
             if self.zero:   # its reduce-scatter and allgather are this mode's communication
                 self.comm_wait_s += time.perf_counter() - t0
-        return StepResult(loss_sum, len(X), global_batch, scale, updated)
+        return StepResult(loss_sum, samples, global_batch, scale, updated)
+
+    def _accumulated_step(self, X, y, batch) -> StepResult:
+        """One optimizer step on the global batch `batch` in `accumulate` consecutive micro-batches,
+        each split over the ranks like a batch. Every micro-batch's loss is divided by the whole step's
+        batch, so the summed gradients are those of the one large batch; DDP reduces once, in the
+        last backward (the others run under no_sync and accumulate locally)."""
+        self.net.train()
+        self.optimizer.zero_grad()
+        rank, size = self.data_comm.rank, self.data_comm.size
+        loss_sum, samples, scale = 0.0, 0, 1
+        for k in range(self.accumulate):
+            a, b = shard_bounds(len(batch), k, self.accumulate)
+            lo, hi = shard_bounds(b - a, rank, size)
+            part = batch[a + lo:a + hi]
+            last = k == self.accumulate - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                s, scale = self._forward_backward(X[part], y[part], len(batch), first_sample=a + lo)
+            loss_sum, samples = loss_sum + s, samples + len(part)
+        return self._finish_step(loss_sum, samples, len(batch), scale)
+
+    def _clip(self) -> None:
+        """--clip-grad-norm: the whole model's gradient norm, whatever grid holds it (a collective over
+        the shards and stages; data-parallel replicas already hold the same reduced gradients)."""
+        if self.clip_grad_norm:
+            grid = self.tp_grid or self.grid or _LOCAL_GRID
+            clip_grad_norm_(self.model.parameters(), self.clip_grad_norm, grid)
 
     def _update(self) -> None:
         if self.optimizer is not None:
@@ -229,6 +275,7 @@ class Trainer:
         # One number over the world: every stage of every replica skips the same step (see the module doc).
         updated = float(self.comm.allreduce(numpy.array([0.0 if mine else 1.0]))[0]) == 0.0
         if updated:
+            self._clip()
             self._update()
         return StepResult(loss_sum, len(X) if grid.is_last_stage and grid.tp_rank == 0 else 0, global_batch,
                           global_batch * per_sample, updated)
@@ -244,8 +291,11 @@ class Trainer:
             self.comm_wait_s += self.ddp.last_comm_wait_s
             updated = _grads_finite(self.model.parameters())
             if updated:
+                self._clip()
                 self._update()
             return StepResult(loss_sum, samples, len(batch), len(batch) * per_sample, updated)
+        if self.accumulate > 1:
+            return self._accumulated_step(X, y, batch)
         rank, size = (self.grid.replica, self.grid.dp_size) if self.grid is not None else (self.data_comm.rank,
                                                                                           self.data_comm.size)
         lo, hi = shard_bounds(len(batch), rank, size)
@@ -309,6 +359,8 @@ class Trainer:
         meta = {"step": self.global_step, "epoch": self.epoch, "batch": self.position,
                 "rng": backend.get_rng_state(), "config": self.config, "world_size": self.comm.size,
                 **self.run_meta}
+        if self.control is not None:   # schedule and early-stopping state: a resume continues them
+            meta["control"] = self.control.state_dict()
         path = self.checkpoint_path()
         if self.grid is not None or self.tp_grid is not None:   # gathered: any grid, or one process, resumes
             grid = self.grid or self.tp_grid
@@ -335,6 +387,8 @@ class Trainer:
         else:
             checkpoint.restore(ckpt, self.model, self.optimizer)
         backend.set_rng_state(ckpt.meta["rng"])
+        if self.control is not None and ckpt.meta.get("control") is not None:
+            self.control.load_state_dict(ckpt.meta["control"])
         self.global_step, self.epoch, self.position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["batch"]
 
 
@@ -413,7 +467,15 @@ def tensor_parallel_for(cfg, model, comm) -> tuple:
 
 
 def model_for(cfg, data):
-    """The configured zoo model, sized for the dataset (UsageError names a bad combination)."""
+    """The configured zoo model (or the user's `module:factory`), sized for the dataset (UsageError
+    names a bad combination)."""
+    if user_code.is_reference(cfg.model):
+        try:
+            model = user_code.build_user_model(cfg.model, data.input_shape, data.num_outputs, cfg.model_args)
+            user_code.check_output(model, data.train[0].astype(cfg.dtype), data.num_outputs, data.task, cfg.model)
+        except user_code.UserCodeError as e:
+            raise UsageError(str(e)) from None
+        return model
     try:
         return registry.build_model(cfg.model, data.input_shape, data.num_outputs, hidden=cfg.hidden,
                                     activation=cfg.activation, image_shape=data.image_shape, dropout=cfg.dropout)
