@@ -88,7 +88,7 @@ def test_an_option_survives_a_mid_epoch_resume_bitwise(tmp_path, name):
     assert main([*FAST, *opt, "--checkpoint-dir", str(tmp_path / "part"), "--steps", "27",
                  "--checkpoint-every", "9"]) == 0
     assert checkpoint.load(checkpoint.latest(tmp_path / "part")).meta["batch"] == 7     # mid epoch 2
-    assert main([*FAST, "--checkpoint-dir", str(tmp_path / "part"), "--resume"]) == 0   # settings from the file
+    assert main([*FAST, "--checkpoint-dir", str(tmp_path / "part"), "--resume", "--steps", "0"]) == 0   # the rest from the file
     _same(tmp_path / "full", tmp_path / "part")
     # the option did something: the unbroken run differs from the same run without it
     assert main([*FAST, *plain, "--checkpoint-dir", str(tmp_path / "plain")]) == 0
@@ -110,11 +110,11 @@ def test_early_stopping_stops_at_the_same_step_after_a_resume(tmp_path, capsys):
                  "--steps", "10", "--checkpoint-every", "5"]) == 0
     ck = checkpoint.load(checkpoint.latest(tmp_path / "part"))
     assert ck.meta["control"]["bad_evals"] == 1 and ck.meta["control"]["best_step"] == 6
-    assert main(["--no-progress", "--checkpoint-dir", str(tmp_path / "part"), "--resume"]) == 0
+    assert main(["--no-progress", "--checkpoint-dir", str(tmp_path / "part"), "--resume", "--steps", "0"]) == 0
     assert "early stopping at step 12" in capsys.readouterr().out
     _same(tmp_path / "full", tmp_path / "part")
     # resuming a run that stopped early does not train on
-    assert main(["--no-progress", "--checkpoint-dir", str(tmp_path / "part"), "--resume"]) == 0
+    assert main(["--no-progress", "--checkpoint-dir", str(tmp_path / "part"), "--resume", "--steps", "0"]) == 0
     assert checkpoint.load(checkpoint.latest(tmp_path / "part")).meta["step"] == 12
 
 
@@ -188,5 +188,5 @@ def test_a_schedule_with_the_sharded_optimizer_resumes_as_the_unbroken_run(tmp_p
     base = [*FAST, "--dtype", "float64", "--optimizer", "adam", "--lr", "0.01", "--lr-schedule", "onecycle"]
     _mpi_train(2, *base, "--zero", "1", "--checkpoint-dir", str(tmp_path / "zero"))
     assert main([*base, "--checkpoint-dir", str(tmp_path / "one"), "--steps", "27"]) == 0
-    _mpi_train(2, *FAST, "--zero", "1", "--checkpoint-dir", str(tmp_path / "one"), "--resume")
+    _mpi_train(2, *FAST, "--zero", "1", "--checkpoint-dir", str(tmp_path / "one"), "--resume", "--steps", "0")
     _close(tmp_path / "zero", tmp_path / "one")
