@@ -13,11 +13,15 @@ import time
 import numpy
 
 from . import backend, distributed
+from ._env import EnvError
+from ._env import check_all as check_environment
 from .data import DataError, global_batches, load_dataset, num_batches
+from .distributed.agreement import SettingsMismatchError
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config
+from .training.consistency import check_data_and_model, check_settings
 from .training.metrics import format_confusion_matrix
 from .training.runlog import RunLog, describe, public
 from .training.trainer import (
@@ -53,6 +57,7 @@ def _diverged(trainer: Trainer, log: RunLog, result, last_saved: int) -> UsageEr
 def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     """Train as configured; returns the final test metrics (on every rank)."""
     comm = comm or distributed.init()
+    check_settings(comm, cfg)      # ranks given different flags or DISTBP_* settings: refused here
     ckpt = None
     if cfg.resume:
         ckpt = load_shared(cfg.resume, cfg.checkpoint_dir, comm)
@@ -68,6 +73,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         raise DataError(str(e)) from None
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = model_for(cfg, data).to(cfg.device)
+    check_data_and_model(comm, data, model, cfg.dataset)
     per_epoch = num_batches(len(Xtr), cfg.batch_size)
     count = sum(p.data.size for p in model.parameters())   # the whole model's size, before any split
     tp_grid = None
@@ -166,21 +172,19 @@ def show_schedule(cfg: TrainConfig, comm) -> None:
 def main(argv=None) -> int:
     """Entry point; every user mistake ends as one line on stderr and exit status 2."""
     try:
+        check_environment()
         cfg, explicit = parse_config(argv)
         if cfg.show_schedule:
             show_schedule(cfg, distributed.get_comm())
             return 0
         run(cfg, explicit)
         return 0
-    except (UsageError, ConfigError, DataError, CheckpointError) as e:
-        if distributed.get_comm().is_root:
-            message = " ".join(str(e).split())   # always one line
-            print(f"distbp.train: error: {message}", file=sys.stderr, flush=True)
-        return 2
+    except (UsageError, ConfigError, DataError, CheckpointError, EnvError, SettingsMismatchError) as e:
+        message = " ".join(str(e).split())   # always one line
+        # on one rank or all: the whole job ends with exit status 2 and the line printed once
+        return distributed.end_job(2, f"distbp.train: error: {message}")
     except KeyboardInterrupt:
-        if distributed.get_comm().is_root:
-            print("distbp.train: interrupted", file=sys.stderr, flush=True)
-        return 130
+        return distributed.end_job(130, "distbp.train: interrupted")
 
 
 if __name__ == "__main__":
