@@ -22,6 +22,7 @@ from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config
 from .training.consistency import check_data_and_model, check_settings
+from .training.memory import check_fits
 from .training.metrics import format_confusion_matrix
 from .training.runlog import RunLog, describe, public
 from .training.trainer import (
@@ -83,6 +84,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
         sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
         model = pipeline_stage_for(cfg, model, comm, data.task, sizes)
     params = list(model.parameters())
+    check_fits(params, cfg.optimizer, distributed.local_size(comm))   # one line, not the kernel's OOM kill
     if cfg.zero:     # the optimizer state sharded over the ranks; the weights those of plain data parallelism
         optimizer = zero_optimizer_for(cfg, model, comm)
     else:            # a stage of activations only has none
@@ -183,6 +185,9 @@ def main(argv=None) -> int:
         message = " ".join(str(e).split())   # always one line
         # on one rank or all: the whole job ends with exit status 2 and the line printed once
         return distributed.end_job(2, f"distbp.train: error: {message}")
+    except MemoryError as e:   # numpy names the allocation that failed
+        return distributed.end_job(2, f"distbp.train: error: out of memory: {e}; use a smaller --hidden or "
+                                      f"--batch-size")
     except KeyboardInterrupt:
         return distributed.end_job(130, "distbp.train: interrupted")
 

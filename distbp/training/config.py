@@ -85,6 +85,11 @@ RESUME_KEYS = ("model", "dataset", "hidden", "activation", "dropout", "label_col
                "momentum", "weight_decay", "seed", "dtype", "val_fraction", "test_fraction")
 
 
+# Sizes beyond these cannot fit in memory (a 784 x 2**24 float32 layer alone is 52 GB): refused
+# at once (#16); a model that is smaller but still too big ends as "out of memory" in distbp.train.
+MAX_BATCH_SIZE, MAX_HIDDEN = 2**31 - 1, 2**24
+
+
 def _type_name(t) -> str:
     return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
             "list": "a list of integers"}[t]
@@ -164,6 +169,11 @@ def _check_values(cfg: TrainConfig) -> None:
         partition_method(cfg.partition)
     except ValueError as e:
         bad("partition", str(e))
+    # absurd sizes (#16): refused in one line rather than ending in a MemoryError
+    if cfg.batch_size > MAX_BATCH_SIZE:
+        bad("batch_size", f"must be at most {MAX_BATCH_SIZE}")
+    if any(h > MAX_HIDDEN for h in cfg.hidden):
+        bad("hidden", f"each size must be at most {MAX_HIDDEN}")
 
 
 def partition_method(text: str):
