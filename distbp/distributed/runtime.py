@@ -18,11 +18,11 @@ import traceback
 
 from .. import _env
 from .._process import retain_freed_memory
-from .comm import ending, get_comm
+from .comm import ending, get_comm, watchdog
 
 _LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 _threadpool_limiter = None
-_ABORT_GRACE_S = ending.ABORT_GRACE_S  # see install_failure_hook
+_ABORT_GRACE_S = watchdog.ABORT_GRACE_S  # see install_failure_hook
 
 
 def local_size(comm) -> int:

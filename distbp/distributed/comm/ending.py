@@ -26,7 +26,6 @@ from . import watchdog as wd
 
 AGREE_S = 10.0   # how long a failing rank waits for the others to fail too before it aborts them
 ASK_AFTER_S = 0.2  # ranks that all fail do so within this, usually: ask the others only after it
-ABORT_GRACE_S = 0.5  # MPI_Abort can close this rank's stderr before the launcher has forwarded it
 
 
 def _completed(dog) -> int:
@@ -118,6 +117,6 @@ def end_job(code: int, line: str, stream=None) -> int:
         stream.flush()
     except (OSError, ValueError):   # a closed stderr must not keep the others waiting
         pass
-    time.sleep(ABORT_GRACE_S)
+    time.sleep(wd.ABORT_GRACE_S)
     world.comm.Abort(code)
     return code  # not reached

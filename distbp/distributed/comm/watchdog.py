@@ -28,6 +28,9 @@ _TAG_ASK, _TAG_ANSWER = 7301, 7302
 # A failing rank asks every other where it waits (ending.py); answers are int64 (state, watchdog id, seq).
 _TAG_END_ASK, _TAG_END_ANSWER = 7303, 7304
 IDLE, IN_COLLECTIVE, IN_POINT_TO_POINT, FAILING = range(4)
+# MPI_Abort makes the launcher tear the job down at once, and Hydra can close a rank's stderr pipe
+# before it has forwarded what is in it (the report was lost in about 1 run of 10): a moment's pause.
+ABORT_GRACE_S = 0.5
 _watchdogs = []   # every Watchdog of this process, in creation order: the same ids on every rank
 _world = None     # the first Watchdog over all of COMM_WORLD: its side communicator carries end questions
 _ANSWER_BYTES = 512  # room for a point-to-point call's `what` label
@@ -252,4 +255,5 @@ class Watchdog:
         sys.stderr.write(text)
         sys.stderr.flush()
         del asks
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(3)
