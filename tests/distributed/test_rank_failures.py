@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from distributed_helpers import MPIEXEC, ROOT
+from distributed_helpers import MPIEXEC, ROOT, launch_job
 
 from distbp.training import checkpoint
 
@@ -176,3 +176,21 @@ def test_no_mpi_under_mpiexec_is_refused_instead_of_starting_independent_runs(tm
     _assert_error(proc, took, "distbp.train: error: ", "DISTBP_NO_MPI is set but an MPI launcher started this "
                   "process as one of 2 ranks")
     assert not (tmp_path / "ck").exists()
+
+
+# ----- the same for library scripts, through init()'s excepthook -----
+def test_a_keyboard_interrupt_on_one_rank_of_a_library_script_ends_the_job_with_130(tmp_path):
+    proc, took = launch_job(tmp_path, 3, """
+        for step in range(1000):
+            if comm.rank == 1 and step == 5:
+                raise KeyboardInterrupt
+            comm.allreduce(np.ones(4))
+    """)
+    assert proc.returncode == 130 and took < 60, proc.stderr
+    assert "rank 1: interrupted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_setting_in_a_library_script_is_one_line_once(tmp_path):
+    proc, took = launch_job(tmp_path, 2, "comm.allreduce(np.ones(4))\n", DISTBP_WAIT_BUSY_TESTS="many")
+    assert proc.returncode == 2 and took < 60, proc.stderr
+    assert proc.stderr == ("error: DISTBP_WAIT_BUSY_TESTS='many' is not allowed: use an integer from 0 to 1e+06\n")
