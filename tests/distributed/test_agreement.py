@@ -57,3 +57,9 @@ def test_ddp_refuses_models_of_different_shapes_naming_the_parameter(comm):
     model = nn.Sequential(nn.Linear(4, 5 if comm.rank == 0 else 3))
     with pytest.raises(ValueError, match=r"parameter 0\.weight differs: rank 0 has \(5, 4\)"):
         DistributedDataParallel(model, comm)
+
+
+def test_lines_of_ranks_that_all_failed_are_printed_once_each():
+    from distbp.distributed.comm.ending import _merge
+    assert _merge(["distbp.train: error: x"] * 4) == ["distbp.train: error: x"]
+    assert _merge(["a", "b", "a"]) == ["ranks 0, 2: a", "rank 1: b"]
