@@ -96,27 +96,29 @@ def _merge(lines: list) -> list:
     return out
 
 
+def _write(stream, lines: list) -> None:
+    try:
+        stream.write("".join(text + "\n" for text in lines))
+        stream.flush()
+    except (OSError, ValueError):   # a closed stderr must not change how the job ends
+        pass
+
+
 def end_job(code: int, line: str, stream=None) -> int:
     """Make this rank's failure the job's end (see the module's text). Returns `code` when every
     rank failed (rank 0 has printed); otherwise prints `rank N: line` and aborts every rank."""
     stream = stream or sys.stderr
     world = wd._world
     if world is None or world.size == 1:
-        stream.write(line + "\n")
-        stream.flush()
+        _write(stream, [line])
         return code
     world.failing = True
     if _all_failed(world):
         gathered = world.ending.allgather((code, line))
         if world.rank == 0:
-            stream.write("".join(text + "\n" for text in _merge([text for _, text in gathered])))
-            stream.flush()
+            _write(stream, _merge([text for _, text in gathered]))
         return max(c for c, _ in gathered)
-    try:
-        stream.write(f"rank {world.rank}: {line}\n")
-        stream.flush()
-    except (OSError, ValueError):   # a closed stderr must not keep the others waiting
-        pass
+    _write(stream, [f"rank {world.rank}: {line}"])
     time.sleep(wd.ABORT_GRACE_S)
     world.comm.Abort(code)
     return code  # not reached
