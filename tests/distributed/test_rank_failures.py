@@ -95,11 +95,11 @@ def _ranks_of(marker: str) -> dict:
     return found
 
 
-def _start_long_run(tmp_path, ranks):
+def _start_long_run(tmp_path, ranks, *extra):
     marker = uuid.uuid4().hex
     ck = tmp_path / "ck"
     cmd = ["timeout", "240", str(MPIEXEC), "-n", str(ranks), *TRAIN, "--epochs", "2000", "--checkpoint-every", "10",
-           "--checkpoint-dir", str(ck)]
+           "--checkpoint-dir", str(ck), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(H16_MARK=marker))
     deadline = time.monotonic() + 120
@@ -114,9 +114,10 @@ def _finish(proc, sent):
     return out, err, time.monotonic() - sent
 
 
-@pytest.mark.parametrize("ranks, victim", [(2, 1), (4, 2)])
-def test_sigint_to_one_rank_ends_the_job_with_130_and_keeps_the_checkpoints(tmp_path, ranks, victim):
-    proc, marker, ck = _start_long_run(tmp_path, ranks)
+@pytest.mark.parametrize("ranks, victim, extra", [(2, 1, []), (4, 2, []), (2, 0, ["--pipeline-stages", "2"])],
+                         ids=["2 ranks", "4 ranks", "pipeline"])
+def test_sigint_to_one_rank_ends_the_job_with_130_and_keeps_the_checkpoints(tmp_path, ranks, victim, extra):
+    proc, marker, ck = _start_long_run(tmp_path, ranks, *extra)
     os.kill(_ranks_of(marker)[victim], signal.SIGINT)
     _, err, took = _finish(proc, time.monotonic())
     assert proc.returncode == 130, err

@@ -11,7 +11,8 @@ would print N copies of the line. So a failing rank
    each different line once (with the ranks it came from unless all ranks said the same), and
    every rank returns the exit status, so the job ends normally with it;
 3. if a rank answers that it waits in a collective this rank will never join (a later one, or the
-   one this rank was interrupted in), or nobody has joined after `AGREE_S` seconds, this rank
+   one this rank was interrupted in) or for a message from or to this rank, or nobody has joined
+   after `AGREE_S` seconds, this rank
    prints its line prefixed by its rank and aborts the job with the exit status (MPICH's mpiexec
    exits with the status given to MPI_Abort).
 """
@@ -35,11 +36,15 @@ def _completed(dog) -> int:
 
 
 def _stuck_on_me(answer: numpy.ndarray) -> bool:
-    """Whether the rank that answered waits in a collective this rank will never make."""
-    state, dog_id, seq = (int(v) for v in answer)
-    if state != wd.IN_COLLECTIVE or not 0 <= dog_id < len(wd._watchdogs):
-        return False      # computing, failing too, or in a point-to-point call: no verdict
-    return seq > _completed(wd._watchdogs[dog_id])
+    """Whether the rank that answered waits in a collective this rank will never make, or for a
+    message to or from this rank (a pipeline's neighbour)."""
+    state, dog_id, seq, peer = (int(v) for v in answer)
+    if not 0 <= dog_id < len(wd._watchdogs):
+        return False
+    mine = wd._watchdogs[dog_id]
+    if state == wd.IN_POINT_TO_POINT:
+        return peer == mine.rank
+    return state == wd.IN_COLLECTIVE and seq > _completed(mine)   # else computing or failing: no verdict
 
 
 def _answer_questions(world) -> None:
@@ -52,12 +57,13 @@ def _all_failed(world) -> bool:
     MPI = world.MPI
     barrier = world.ending.Ibarrier()
     start = time.monotonic()
-    asks, answers, buf, status = [], 0, numpy.zeros(3, dtype=numpy.int64), MPI.Status()
+    asks, answers, buf, status = [], 0, numpy.zeros(4, dtype=numpy.int64), MPI.Status()
     while not barrier.Test():
         _answer_questions(world)
         elapsed = time.monotonic() - start
         if not asks and elapsed > ASK_AFTER_S:
-            asks = [world.side.Isend(world._ask_buf, dest=r, tag=wd._TAG_END_ASK)
+            question = numpy.zeros(1, dtype=numpy.int64)   # its own buffer: MPI reads it until sent
+            asks = [world.side.Isend(question, dest=r, tag=wd._TAG_END_ASK)
                     for r in range(world.size) if r != world.rank]
         while world.side.Iprobe(source=MPI.ANY_SOURCE, tag=wd._TAG_END_ANSWER, status=status):
             world.side.Recv(buf, source=status.Get_source(), tag=wd._TAG_END_ANSWER)

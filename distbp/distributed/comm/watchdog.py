@@ -25,7 +25,7 @@ from ... import _env
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
         "allgather_obj", "send", "recv", "split", "isend", "irecv")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
-# A failing rank asks every other where it waits (ending.py); answers are int64 (state, watchdog id, seq).
+# A failing rank asks every other where it waits (ending.py); answers: int64 (state, watchdog id, seq, peer).
 _TAG_END_ASK, _TAG_END_ANSWER = 7303, 7304
 IDLE, IN_COLLECTIVE, IN_POINT_TO_POINT, FAILING = range(4)
 # MPI_Abort makes the launcher tear the job down at once, and Hydra can close a rank's stderr pipe
@@ -204,12 +204,13 @@ class Watchdog:
         self.side.Send(self._status(), dest=status.Get_source(), tag=_TAG_ANSWER)
 
     def where(self, waiting=None) -> numpy.ndarray:
-        """(state, watchdog id, sequence number) of this rank, as a failing rank asks for it."""
+        """(state, watchdog id, sequence number, peer or -1) of this rank, as a failing rank asks for it."""
         waiting = waiting or self
         rec = waiting.current
         state = (FAILING if self.failing else IDLE if rec is None
                  else IN_COLLECTIVE if rec.peer is None else IN_POINT_TO_POINT)
-        return numpy.array([state, waiting.id, rec.seq if rec is not None else waiting.seq], dtype=numpy.int64)
+        peer = rec.peer if rec is not None and rec.peer is not None else -1
+        return numpy.array([state, waiting.id, rec.seq if rec is not None else waiting.seq, peer], dtype=numpy.int64)
 
     def answer_end_question(self, waiting=None) -> None:
         """Answer a failing rank's question (this is the world's watchdog; `waiting` the one in use)."""
