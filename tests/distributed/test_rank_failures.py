@@ -136,6 +136,20 @@ def _assert_gone(marker):
     assert not _ranks_of(marker)
 
 
+def test_sigint_to_one_process_is_one_line_and_130_and_keeps_the_checkpoints(tmp_path):
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen([*TRAIN, "--epochs", "2000", "--checkpoint-every", "10", "--checkpoint-dir", str(ck)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(DISTBP_NO_MPI="1"))
+    deadline = time.monotonic() + 120
+    while checkpoint.latest(ck) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err, took = _finish(proc, time.monotonic())
+    assert proc.returncode == 130 and took < WATCHDOG_S / 3 and err == "distbp.train: interrupted\n", err
+    assert checkpoint.load(checkpoint.latest(ck)).meta["step"] % 10 == 0
+
+
 def test_ctrl_c_on_mpiexec_interrupts_every_rank_and_prints_one_line(tmp_path):
     proc, _, ck = _start_long_run(tmp_path, 2)
     proc.send_signal(signal.SIGINT)     # what Ctrl-C in the terminal does: mpiexec passes it to every rank
