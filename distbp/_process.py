@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from . import _env
 
 OPT_OUT_VARIABLE = "DISTBP_RETAIN_FREED_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -20,7 +21,8 @@ _applied: bool | None = None  # the outcome of the one attempt, once made
 
 
 def _set_malloc_thresholds() -> bool:
-    if os.environ.get(OPT_OUT_VARIABLE, "1") == "0" or not sys.platform.startswith("linux"):
+    # lenient: this runs at import; a bad value is reported by _env.check_all() when a command starts
+    if not _env.get(OPT_OUT_VARIABLE, lenient=True) or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt

@@ -24,7 +24,8 @@ import time
 import numpy
 
 from . import __version__, backend
-from .distributed import init, launched_by_mpi
+from ._env import EnvError
+from .distributed import end_job, init, launched_by_mpi
 from .distributed.runtime import local_size
 
 BANDWIDTH_MB = 16  # the allreduce size the bus bandwidth is quoted at (docs/distributed.md)
@@ -172,7 +173,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m distbp.doctor", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     args = p.parse_args(argv)
-    comm = init()
+    try:
+        comm = init()
+    except EnvError as e:   # a bad DISTBP_* setting: one line, exit 2, on every rank
+        return end_job(2, f"distbp.doctor: error: {e}")
     report = diagnose(comm)
     if comm.rank == 0:
         if args.json:

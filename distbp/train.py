@@ -14,14 +14,19 @@ import time
 import numpy
 
 from . import backend, distributed
+from ._env import EnvError
+from ._env import check_all as check_environment
 from .data import DataError, global_batches, load_dataset, num_batches
 from .distributed import trace
+from .distributed.agreement import SettingsMismatchError
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training import rundir
 from .training.checkpoint import CheckpointError, load_shared
 from .training.config import ConfigError, TrainConfig, parse_config, resume_config, resume_directory
+from .training.consistency import check_data_and_model, check_settings
 from .training.fingerprint import check_same_dataset, dataset_fingerprint
+from .training.memory import check_fits
 from .training.metrics import format_confusion_matrix
 from .training.run_options import control_for, loss_for
 from .training.runlog import RunLog, describe, public
@@ -61,6 +66,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
     Dataset) and `loss_fn` replace the configured ones (distbp.fit); `history`, a list, receives every
     log record."""
     comm = comm or distributed.init()
+    check_settings(comm, cfg)      # ranks given different flags or DISTBP_* settings: refused here
     ckpt = None
     if cfg.resume:
         cfg = resume_directory(cfg, set(explicit))
@@ -82,6 +88,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         check_same_dataset(ckpt, data, cfg.dataset)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = _splits(data, cfg.dtype)
     model = (model if model is not None else model_for(cfg, data)).to(cfg.device)
+    check_data_and_model(comm, data, model, cfg.dataset)
     loss_fn = loss_fn or loss_for(cfg, model, data, Xtr, ytr)
     step_batch = cfg.batch_size * cfg.accumulate   # samples per optimizer step (--accumulate: in N batches)
     per_epoch = num_batches(len(Xtr), step_batch)
@@ -93,6 +100,7 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         sizes = {cfg.batch_size, len(Xtr) - (per_epoch - 1) * cfg.batch_size}
         model = pipeline_stage_for(cfg, model, comm, data.task, sizes, grid=tp_grid)
     params = list(model.parameters())
+    check_fits(params, cfg.optimizer, distributed.local_size(comm))   # one line, not the kernel's OOM kill
     if cfg.zero and params:   # the optimizer state sharded over the data-parallel ranks (of this stage and shard)
         grid = model.grid if cfg.pipeline_stages > 1 else tp_grid
         optimizer = zero_optimizer_for(cfg, model, grid.dp_comm if grid is not None else comm)
@@ -241,21 +249,22 @@ def show_schedule(cfg: TrainConfig, comm) -> None:
 def main(argv=None) -> int:
     """Entry point; every user mistake ends as one line on stderr and exit status 2."""
     try:
+        check_environment()
         cfg, explicit = parse_config(argv)
         if cfg.show_schedule:
             show_schedule(cfg, distributed.get_comm())
             return 0
         run(cfg, explicit)
         return 0
-    except (UsageError, ConfigError, DataError, CheckpointError) as e:
-        if distributed.get_comm().is_root:
-            message = " ".join(str(e).split())   # always one line
-            print(f"distbp.train: error: {message}", file=sys.stderr, flush=True)
-        return 2
+    except (UsageError, ConfigError, DataError, CheckpointError, EnvError, SettingsMismatchError) as e:
+        message = " ".join(str(e).split())   # always one line
+        # on one rank or all: the whole job ends with exit status 2 and the line printed once
+        return distributed.end_job(2, f"distbp.train: error: {message}")
+    except MemoryError as e:   # numpy names the allocation that failed
+        return distributed.end_job(2, f"distbp.train: error: out of memory: {e}; use a smaller --hidden or "
+                                      f"--batch-size")
     except KeyboardInterrupt:
-        if distributed.get_comm().is_root:
-            print("distbp.train: interrupted", file=sys.stderr, flush=True)
-        return 130
+        return distributed.end_job(130, "distbp.train: interrupted")
 
 
 if __name__ == "__main__":

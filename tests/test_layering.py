@@ -6,7 +6,7 @@ import pathlib
 
 import distbp
 
-LAYERS = [("backend", "_process"), ("random",), ("autograd",), ("ops", "gradcheck"), ("nn", "optim", "data"),
+LAYERS = [("backend", "_process", "_env"), ("random",), ("autograd",), ("ops", "gradcheck"), ("nn", "optim", "data"),
           ("distributed",), ("training",)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 COMMANDS = len(LAYERS)  # train, bench, doctor, search, equivalence, plot: may import anything

@@ -118,6 +118,8 @@ def load_idx_folder(folder: str):
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(f"{paths[f'{prefix}_images']} must hold (N, rows, cols) images and "
                             f"{paths[f'{prefix}_labels']} (N,) labels; got shapes {images.shape} and {labels.shape}")
+        if len(images) == 0:
+            raise DataError(f"{paths[f'{prefix}_images']} holds no images (its header says 0)")
         if len(images) != len(labels):
             raise DataError(f"{paths[f'{prefix}_images']} has {len(images)} images but "
                             f"{paths[f'{prefix}_labels']} has {len(labels)} labels")
@@ -129,7 +131,35 @@ def load_idx_folder(folder: str):
             raise DataError(f"{paths['test_images']} has {images.shape[1:]} images, the training files "
                             f"{image_shape[1:]}")
         parts += [images.reshape(len(images), -1).astype(numpy.float64), labels.astype(numpy.int64)]
+    check_idx_classes(parts[1], paths["train_labels"], parts[3], paths["test_labels"])
     return parts[0], parts[1], parts[2], parts[3], image_shape
+
+
+def check_idx_classes(train, train_path, test=None, test_path=None) -> None:
+    """IDX labels are classes 0..K-1 and each of them has training samples: a label beyond the
+    others (255 in a 10-class file) would otherwise make hundreds of empty classes."""
+    present = numpy.bincount(train)
+    missing = numpy.flatnonzero(present == 0)
+    if len(missing):
+        top = int(train.max())
+        raise DataError(f"{train_path}: label {top} (sample {int(numpy.argmax(train == top))}) leaves classes "
+                        f"{_ranges(missing)} without any training sample; labels must be 0..K-1 with every "
+                        f"class present")
+    if test is not None and len(test) and test.max() >= len(present):
+        bad = int(numpy.argmax(test >= len(present)))
+        raise DataError(f"{test_path}: label {int(test[bad])} (sample {bad}) is not one of the training "
+                        f"files' classes 0..{len(present) - 1}")
+
+
+def _ranges(values) -> str:
+    """[1, 2, 3, 7] -> '1..3, 7' (the first few)."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}..{v}")
+            start = None
+    return ", ".join(out[:4]) + (", ..." if len(out) > 4 else "")
 
 
 def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float):
@@ -205,6 +235,12 @@ def load_dataset(name_or_path: str, seed: int = 0, val_fraction: float = 0.1, te
         splits = [(X[tr], y[tr]), (X[va], y[va]), test_given]
     if len(splits[0][0]) == 0:
         raise DataError(f"dataset {source!r} leaves no training samples after the validation and test split")
+    for (part, fraction, flag), (Xs_, _) in zip((("validation", val_fraction, "--val-fraction"),
+                                                  ("test", test_fraction, "--test-fraction")), splits[1:]):
+        if len(Xs_) == 0 and fraction > 0 and (part == "validation" or test_given is None):
+            raise DataError(f"dataset {source!r}: {flag} {fraction:g} of {len(X)} samples leaves the {part} split "
+                            f"empty; give more data or a larger {flag}"
+                            + (" (or 0 for no validation)" if part == "validation" else ""))
     Xs = _standardise(*(s[0] for s in splits), per_feature=image_shape is None)
     ys = [s[1].astype(numpy.float32) if task == "regression" else s[1] for s in splits]
     if task == "classification":

@@ -40,6 +40,21 @@ def _label_index(header: list[str] | None, ncols: int, label_column, path: str) 
     raise DataError(f"label column {label_column!r} not found in {path}; its header is {header}")
 
 
+def _check_labels(labels: list, lines: list, path: str) -> None:
+    """Every row has a label; numeric labels are finite; no stray word among numbers (each would
+    otherwise become a class of its own, or a NaN target that looks like a diverging run)."""
+    numeric = [_is_number(cell) for cell in labels]
+    for cell, line, is_number in zip(labels, lines, numeric):
+        if not cell:
+            raise DataError(f"{path} line {line}: the label cell is empty; every row needs a label")
+        if is_number and not numpy.isfinite(float(cell)):
+            raise DataError(f"{path} line {line}: label {cell!r} is not a finite number")
+    if sum(numeric) * 2 >= len(labels) and not all(numeric):   # mostly numbers: a word is a stray cell
+        line, cell = next((line, cell) for cell, line, n in zip(labels, lines, numeric) if not n)
+        raise DataError(f"{path} line {line}: label {cell!r} is not a number, but the other labels are; "
+                        f"fix or remove that row")
+
+
 def load_csv(path: str | os.PathLike, label_column: str | int | None = None):
     """(X float64 of shape (N, D), y as strings of shape (N,), feature names) from a CSV file."""
     path = os.fspath(path)
@@ -74,6 +89,7 @@ def load_csv(path: str | os.PathLike, label_column: str | int | None = None):
                 raise DataError(f"{path} line {line} column {col + 1}: {cell.strip()!r} is not a number") from None
         features.append(values)
         labels.append(row[label].strip())
+    _check_labels(labels, [line for line, _ in rows], path)
     X = numpy.asarray(features, dtype=numpy.float64)
     if not numpy.isfinite(X).all():
         line = rows[int(numpy.argwhere(~numpy.isfinite(X))[0, 0])][0]

@@ -1,7 +1,8 @@
 """Data parallelism: DistributedDataParallel, in torch DDP's order.
 
-Construction: every rank checks that the model has the same parameter and buffer names, shapes and
-dtypes everywhere (a mismatch raises on every rank, never a hang), then rank 0's parameters and
+Construction: every rank checks that the model has the same parameter and buffer names, shapes,
+dtypes and requires_grad flags everywhere, and that DDP's own options (bucket_cap_mb, average,
+broadcast_buffers) are the same (a mismatch raises on every rank, naming it, never a hang), then rank 0's parameters and
 buffers are broadcast, then a `Reducer` (reducer.py) takes the gradients: flat buckets whose
 allreduces start from gradient hooks while backward runs and are waited for at its end, each `.grad`
 left a view of its slice of the reduced bucket (the next synchronised backward overwrites it, so
@@ -20,29 +21,28 @@ import contextlib
 
 from .. import autograd, backend
 from ..nn.module import Module
+from .agreement import check_same
 from .comm import Communicator, get_comm
 from .deterministic import GroupReducer, check_groups
 from .reducer import Reducer, bucket_cap_bytes
 
 
-def _describe(named) -> list:
-    return [(name, tuple(a.shape), str(a.dtype)) for name, a in named]
+def model_layout(module: Module) -> dict:
+    """What must be equal on every rank for data parallelism: each parameter's shape, dtype and
+    requires_grad, each buffer's shape and dtype, by name (a frozen parameter on one rank only
+    would make the ranks' gradient buckets differ)."""
+    layout = {f"parameter {n}": f"{tuple(p.data.shape)} {p.data.dtype} requires_grad={p.requires_grad}"
+              for n, p in module.named_parameters()}
+    layout.update({f"buffer {n}": f"{tuple(b.shape)} {b.dtype}" for n, b in module.named_buffers()})
+    return layout
 
 
-def verify_same_model(module: Module, comm: Communicator) -> None:
-    """Raise ValueError on every rank unless all ranks hold the same parameter/buffer names, shapes, dtypes."""
-    mine = (_describe((n, p.data) for n, p in module.named_parameters()), _describe(module.named_buffers()))
-    everyone = comm.allgather_obj(mine)
-    bad = [r for r, theirs in enumerate(everyone) if theirs != everyone[0]]
-    if not bad:
-        return
-    r = bad[0]
-    ref, other = everyone[0][0] + everyone[0][1], everyone[r][0] + everyone[r][1]
-    diff = [f"rank 0 has {a}, rank {r} has {b}" for a, b in zip(ref, other) if a != b]
-    if len(ref) != len(other):
-        diff.append(f"rank 0 has {len(ref)} parameters+buffers, rank {r} has {len(other)}")
-    raise ValueError(f"the model differs across ranks {[0] + bad}: " + "; ".join(diff[:3])
-                     + "; build the same model (same sizes and dtype) on every rank")
+def verify_same_model(module: Module, comm: Communicator, settings: dict | None = None) -> None:
+    """Raise SettingsMismatchError (a ValueError) on every rank unless all ranks hold the same
+    parameter/buffer names, shapes, dtypes and requires_grad flags, and the same `settings`
+    (DistributedDataParallel's options); one small allgather when they agree."""
+    check_same(comm, {**(settings or {}), **model_layout(module)}, what="the model or its settings differ "
+               "across ranks: ", advice="build the same model with the same settings on every rank")
 
 
 def broadcast_module(module: Module, comm: Communicator, root: int = 0) -> None:
@@ -111,7 +111,8 @@ class DistributedDataParallel(Module):
         self.module = module
         object.__setattr__(self, "comm", comm or get_comm())
         self.average, self.broadcast_buffers = average, broadcast_buffers
-        verify_same_model(module, self.comm)
+        verify_same_model(module, self.comm, {"bucket_cap_mb": bucket_cap_mb, "average": average,
+                                              "broadcast_buffers": broadcast_buffers})
         broadcast_module(module, self.comm)
         if deterministic:
             object.__setattr__(self, "reducer", GroupReducer(module.named_parameters(), self.comm, groups, average))

@@ -16,12 +16,13 @@ import sys
 import time
 import traceback
 
+from .. import _env
 from .._process import retain_freed_memory
-from .comm import get_comm
+from .comm import ending, get_comm, watchdog
 
 _LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 _threadpool_limiter = None
-_ABORT_GRACE_S = 0.5  # see install_failure_hook
+_ABORT_GRACE_S = watchdog.ABORT_GRACE_S  # see install_failure_hook
 
 
 def local_size(comm) -> int:
@@ -62,14 +63,14 @@ def install_failure_hook(comm) -> None:
     """On an uncaught exception: print it once with the rank, then abort every rank."""
     if comm.size == 1:
         return
-    previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, KeyboardInterrupt):
-            previous(exc_type, exc, tb)
-        else:
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
-            sys.stderr.write(f"rank {comm.rank}: {text}")
+        if issubclass(exc_type, (KeyboardInterrupt, _env.EnvError)):
+            # Ctrl-C on one rank or all (status 130), or a user's bad setting (one line, status 2)
+            code, line = (130, "interrupted") if issubclass(exc_type, KeyboardInterrupt) else (2, f"error: {exc}")
+            _exit_after_finalize(end_job(code, line))   # every rank failed alike: leave together
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(f"rank {comm.rank}: {text}")
         sys.stderr.flush()
         # NOTE: MPI_Abort makes the launcher tear the job down at once, and Hydra can close this rank's
         # stderr pipe before it has forwarded what is in it: the one line that says what failed was
@@ -80,13 +81,40 @@ def install_failure_hook(comm) -> None:
     sys.excepthook = hook
 
 
+def _exit_after_finalize(code: int) -> None:
+    """Leave with `code` from inside sys.excepthook (where SystemExit is not honoured)."""
+    from mpi4py import MPI
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        MPI.Finalize()
+    os._exit(code)
+
+
+def end_job(code: int, line: str) -> int:
+    """A failure on this rank ends the whole job: `line` printed once, every rank ending with `code`.
+
+    Returns `code` when every rank failed alike (the caller exits with it); otherwise prints
+    `rank N: line` and aborts every rank with `code` (comm/ending.py). Call it from the place that
+    catches a user's error, on the rank that caught it; in a world of one it prints and returns."""
+    try:
+        get_comm()
+    except _env.EnvError:   # DISTBP_NO_MPI under a launcher: MPI is there, and the ranks must agree
+        from .comm.mpi import MPIComm
+        MPIComm()
+    return ending.end_job(code, line)
+
+
 def init(threads: int | None = None):
-    """Start-up for a training process; returns the communicator."""
+    """Start-up for a training process; returns the communicator.
+
+    Checks every DISTBP_* setting (a bad one ends the job with one line, exit status 2)."""
     comm = get_comm()
+    install_failure_hook(comm)
+    _env.check_all()
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // local_size(comm))
     set_threads(threads)
     retain_freed_memory()
     precise_naps()
-    install_failure_hook(comm)
     return comm

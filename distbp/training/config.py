@@ -122,6 +122,11 @@ RESUME_KEYS += ("model_args", "loss", "loss_args", "lr_schedule", "warmup_steps"
                 "lr_patience", "clip_grad_norm", "accumulate", "early_stopping", "eval_every")   # (#15)
 
 
+# Sizes beyond these cannot fit in memory (a 784 x 2**24 float32 layer alone is 52 GB): refused
+# at once (#16); a model that is smaller but still too big ends as "out of memory" in distbp.train.
+MAX_BATCH_SIZE, MAX_HIDDEN = 2**31 - 1, 2**24
+
+
 def _type_name(t) -> str:
     return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
             "list": "a list of integers", "dict": "key=value pairs (a TOML table)"}[t]
@@ -207,6 +212,11 @@ def _check_values(cfg: TrainConfig) -> None:
         partition_method(cfg.partition)
     except ValueError as e:
         bad("partition", str(e))
+    # absurd sizes (#16): refused in one line rather than ending in a MemoryError
+    if cfg.batch_size > MAX_BATCH_SIZE:
+        bad("batch_size", f"must be at most {MAX_BATCH_SIZE}")
+    if any(h > MAX_HIDDEN for h in cfg.hidden):
+        bad("hidden", f"each size must be at most {MAX_HIDDEN}")
     _check_training_options(cfg, bad)
 
 

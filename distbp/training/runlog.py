@@ -23,12 +23,13 @@ class RunLog:
             try:
                 os.makedirs(log_dir, exist_ok=True)
                 # kept open for the whole run, closed in close()
-                self.file = open(os.path.join(log_dir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
+                self.file = JsonLines(os.path.join(log_dir, "metrics.jsonl"))
             except OSError as e:
                 failure = f"cannot write the metrics log in --log-dir {log_dir}: {e.strerror or e}"
         failure = comm.bcast_obj(failure)
         if failure:
             raise error(failure)
+        self.error = error
         self.bar = None
         if self.root and progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -64,8 +65,10 @@ class RunLog:
         if self.history is not None:
             self.history.append(fields)
         if self.file is not None:
-            self.file.write(json.dumps(fields) + "\n")
-            self.file.flush()
+            try:
+                self.file.append(fields)
+            except OSError as e:   # a full disk: the file keeps whole lines only; the run stops
+                raise self.error(f"cannot write the metrics log {self.file.path}: {e.strerror or e}") from None
 
     def print(self, text: str) -> None:
         if not self.root:
@@ -73,7 +76,7 @@ class RunLog:
         if self.bar is not None:
             self.bar.write(text)
         else:
-            print(text, flush=True)
+            print_or_drop(text)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -92,3 +95,48 @@ def describe(metrics: dict, task: str) -> str:
 def public(metrics: dict) -> dict:
     """Metrics without the confusion matrix (per-epoch records stay one short line)."""
     return {k: v for k, v in metrics.items() if k != "confusion_matrix"}
+
+
+class JsonLines:
+    """An append-only JSON-lines file in which every line is whole: a write that fails part way
+    (no space left) is cut back off before the error goes up, so readers never see a torn line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, fields: dict) -> None:
+        data = (json.dumps(fields) + "\n").encode()
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+_stdout_closed = False
+
+
+def print_or_drop(text: str) -> None:
+    """Print a line on stdout; once the reader has gone (`| head -1`), drop this and every later
+    line and train on: the run's results are its checkpoint and metrics, not its stdout."""
+    global _stdout_closed
+    if _stdout_closed:
+        return
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_closed = True
+        # Point stdout at /dev/null, or Python's flush at exit would raise the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ... import _env
 from .base import Communicator, Request
 from .mpi import MPIComm
 from .self import SelfComm
@@ -19,9 +20,28 @@ _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "
                   "HYDI_CONTROL_FD")
 
 
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # the job's size, as MPICH/Hydra and Open MPI give it
+
+
+def launcher_size() -> int:
+    """How many ranks the MPI launcher that started this process started (1 without one)."""
+    for var in _SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
 def launched_by_mpi() -> bool:
-    """True when an MPI launcher started this process (or mpi4py is already initialised)."""
-    if os.environ.get("DISTBP_NO_MPI"):
+    """True when an MPI launcher started this process (or mpi4py is already initialised).
+
+    DISTBP_NO_MPI=1 says no; but not in a job of several ranks (`mpiexec -n 4` with DISTBP_NO_MPI=1
+    exported): each rank would train alone and all would write the same files. That raises EnvError."""
+    if _env.get("DISTBP_NO_MPI"):
+        if launcher_size() > 1:
+            raise _env.EnvError(f"DISTBP_NO_MPI is set but an MPI launcher started this process as one of "
+                                f"{launcher_size()} ranks: each would train alone and write the same files; "
+                                f"unset DISTBP_NO_MPI, or start one process without mpiexec")
         return False
     return "mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARS)
 

@@ -7,13 +7,13 @@ another subclass with the same methods; today cupy arrays are staged through hos
 """
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy
 
-from ... import backend
+from ... import _env, backend
 from .base import Communicator, Request, _check_op, slice_bounds
+from .leftovers import unlink_after_start
 from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
 
@@ -67,6 +67,8 @@ class MPIComm(Communicator):
         self.size = self.comm.Get_size()
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self.watchdog = Watchdog(self.comm, timeout, debug)
+        if mpi_comm is None:   # the world: no MPICH file in /dev/shm outlives the job (leftovers.py)
+            unlink_after_start(self.comm)
         self._node = None   # the ranks on this machine, made by the first alloc_buffer
         self._shared = {}   # id(array) -> SharedSegments, for arrays from alloc_buffer
         self._in_flight = []  # SharedAllreduce requests not finished yet
@@ -80,7 +82,8 @@ class MPIComm(Communicator):
         self.watchdog.wait(start(), rec)
 
     def alloc_buffer(self, numel, dtype, xp=numpy):
-        if xp is not numpy or self.size == 1 or numel < self.size or os.environ.get("DISTBP_SHM_ALLREDUCE") == "0":
+        if (xp is not numpy or self.size == 1 or numel < self.size
+                or not _env.get("DISTBP_SHM_ALLREDUCE", lenient=True)):
             return xp.empty(numel, dtype=dtype)
         if self._node is None:  # the ranks that share this machine (collective, once)
             self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)

@@ -20,12 +20,19 @@ from dataclasses import dataclass
 
 import numpy
 
-DEFAULT_TIMEOUT = float(os.environ.get("DISTBP_COLLECTIVE_TIMEOUT", "300"))
+from ... import _env
+
 _OPS = ("allreduce", "iallreduce", "bcast", "allgather", "reduce_scatter", "barrier", "bcast_obj",
         "allgather_obj", "send", "recv", "split", "isend", "irecv")
 _TAG_ASK, _TAG_ANSWER = 7301, 7302
-BUSY_TESTS = int(os.environ.get("DISTBP_WAIT_BUSY_TESTS", "64"))  # Test() calls before napping starts
-NAP_S = float(os.environ.get("DISTBP_WAIT_NAP_US", "20")) * 1e-6    # the nap between later Test() calls
+# A failing rank asks every other where it waits (ending.py); answers: int64 (state, watchdog id, seq, peer).
+_TAG_END_ASK, _TAG_END_ANSWER = 7303, 7304
+IDLE, IN_COLLECTIVE, IN_POINT_TO_POINT, FAILING = range(4)
+# MPI_Abort makes the launcher tear the job down at once, and Hydra can close a rank's stderr pipe
+# before it has forwarded what is in it (the report was lost in about 1 run of 10): a moment's pause.
+ABORT_GRACE_S = 0.5
+_watchdogs = []   # every Watchdog of this process, in creation order: the same ids on every rank
+_world = None     # the first Watchdog over all of COMM_WORLD: its side communicator carries end questions
 _ANSWER_BYTES = 512  # room for a point-to-point call's `what` label
 _step = 0
 
@@ -105,14 +112,26 @@ class Watchdog:
         self.comm = mpi_comm
         self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
         self.side = mpi_comm.Dup()  # status questions and fingerprints never mix with user traffic
-        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        # Lenient: a communicator must come up even with a bad DISTBP_* value, so that the error
+        # can be reported through it (distributed.init() and the commands check them strictly).
+        self.timeout = _env.get("DISTBP_COLLECTIVE_TIMEOUT", lenient=True) if timeout is None else float(timeout)
         if not self.timeout > 0:
             raise ValueError(f"Invalid collective timeout: {self.timeout} s; use a positive number of seconds "
                              "(DISTBP_COLLECTIVE_TIMEOUT or MPIComm(timeout=...))")
-        self.debug = bool(os.environ.get("DISTBP_DEBUG_COLLECTIVES")) if debug is None else debug
+        self.debug = _env.get("DISTBP_DEBUG_COLLECTIVES", lenient=True) if debug is None else debug
+        self.busy_tests = _env.get("DISTBP_WAIT_BUSY_TESTS", lenient=True)  # Test() calls before napping
+        self.nap_s = _env.get("DISTBP_WAIT_NAP_US", lenient=True) * 1e-6     # the nap between later ones
         self.seq = 0
         self.current: Record | None = None
+        self.failing = False  # set by ending.end_job: this rank has given up and answers so
         self._ask_buf = numpy.zeros(1, dtype=numpy.int64)
+        # Communicators are made collectively, so the n-th Watchdog of one rank is that of the others.
+        self.id = len(_watchdogs)
+        _watchdogs.append(self)
+        global _world
+        if _world is None and MPI.Comm.Compare(mpi_comm, MPI.COMM_WORLD) in (MPI.IDENT, MPI.CONGRUENT):
+            self.ending = mpi_comm.Dup()  # the barrier of ranks that all failed (ending.py)
+            _world = self
 
     # ----- start of a call -----
     def begin(self, op: str, array=None, collective: bool = True, peer: int | None = None,
@@ -159,14 +178,16 @@ class Watchdog:
             if spins & 15 == 0:
                 if iprobe(source=sides, tag=_TAG_ASK):
                     self._answer()
+                if _world is not None and _world.side.Iprobe(source=sides, tag=_TAG_END_ASK):
+                    _world.answer_end_question(self)
                 if time.monotonic() > deadline:
                     self._report_and_abort(rec)
-            if spins > BUSY_TESTS:
+            if spins > self.busy_tests:
                 # Nap, do not spin: a busy-waiting rank slowed the matmuls of the rank it waited for
                 # by ~20% on the 2-core machine even with a core each (and starves it when ranks
                 # outnumber cores). A large allreduce needs only a few Test() calls (MPICH copies
                 # with CMA), so with precise naps (runtime.precise_naps) this cost it ~0.1 ms.
-                time.sleep(NAP_S)
+                time.sleep(self.nap_s)
         self.current = None
 
     def _status(self) -> numpy.ndarray:
@@ -181,6 +202,21 @@ class Watchdog:
         status = self.MPI.Status()
         self.side.Recv(self._ask_buf, source=self.MPI.ANY_SOURCE, tag=_TAG_ASK, status=status)
         self.side.Send(self._status(), dest=status.Get_source(), tag=_TAG_ANSWER)
+
+    def where(self, waiting=None) -> numpy.ndarray:
+        """(state, watchdog id, sequence number, peer or -1) of this rank, as a failing rank asks for it."""
+        waiting = waiting or self
+        rec = waiting.current
+        state = (FAILING if self.failing else IDLE if rec is None
+                 else IN_COLLECTIVE if rec.peer is None else IN_POINT_TO_POINT)
+        peer = rec.peer if rec is not None and rec.peer is not None else -1
+        return numpy.array([state, waiting.id, rec.seq if rec is not None else waiting.seq, peer], dtype=numpy.int64)
+
+    def answer_end_question(self, waiting=None) -> None:
+        """Answer a failing rank's question (this is the world's watchdog; `waiting` the one in use)."""
+        status = self.MPI.Status()
+        self.side.Recv(self._ask_buf, source=self.MPI.ANY_SOURCE, tag=_TAG_END_ASK, status=status)
+        self.side.Send(self.where(waiting), dest=status.Get_source(), tag=_TAG_END_ANSWER)
 
     def _world_rank(self, rank: int) -> str:
         """" (world rank N)" when this communicator is a sub-communicator (a pipeline's or a
@@ -220,4 +256,5 @@ class Watchdog:
         sys.stderr.write(text)
         sys.stderr.flush()
         del asks
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(3)
