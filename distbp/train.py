@@ -14,6 +14,7 @@ import numpy
 
 from . import backend, distributed
 from .data import DataError, global_batches, load_dataset, num_batches
+from .distributed.gpu import DeviceError, setup_cuda
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
@@ -57,8 +58,11 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if cfg.resume:
         ckpt = load_shared(cfg.resume, cfg.checkpoint_dir, comm)
         cfg = resume_config(cfg, set(explicit), ckpt)
-    if cfg.device == "cuda" and not backend.cuda_available():
-        raise UsageError("--device cuda: no usable GPU or cupy here; install distbp[cuda] or use --device cpu")
+    if cfg.device == "cuda":   # GPU path (#14): one GPU per rank by local rank; the GPU communicator
+        try:
+            comm = setup_cuda(comm)
+        except DeviceError as e:
+            raise UsageError(str(e)) from None
     backend.set_default_dtype(cfg.dtype)
     backend.manual_seed(cfg.seed)
     try:

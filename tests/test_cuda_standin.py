@@ -154,3 +154,52 @@ def test_unknown_gpu_comm_preference_is_rejected(monkeypatch):
 def test_synchronize_waits_on_the_current_stream(standin):
     backend.synchronize()
     assert standin.calls("sync") == [0]
+
+
+def test_doctor_says_there_is_no_gpu_without_one():
+    from distbp.doctor import check_gpu_buckets
+    lines, figures = check_gpu_buckets(SelfComm())
+    assert figures == {"gpu_bucket_path": "no GPU"}
+    assert lines[0].startswith("OK   GPU gradient buckets: no GPU (rank 0: ")
+
+
+def test_doctor_checks_a_gpu_bucket_on_the_standin(standin):
+    from distbp.doctor import check_gpu_buckets
+    lines, figures = check_gpu_buckets(SelfComm())
+    assert lines == ["OK   GPU gradient-bucket allreduce through a world of one (no communication)"]
+    assert figures == {"gpu_bucket_path": "none"}
+
+
+def test_train_with_device_cuda_runs_on_the_standin_and_matches_the_cpu(standin, tmp_path):
+    """distbp.train --device cuda end to end: weights on the device, the checkpoint equal to the CPU run's."""
+    from safetensors.numpy import load_file
+
+    from distbp.train import main
+    from distbp.training import checkpoint
+    args = ["--no-progress", "--steps", "6", "--batch-size", "32", "--dtype", "float64", "--optimizer", "adam"]
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "cpu")]) == 0
+    assert not standin.calls("fuse")
+    assert main([*args, "--device", "cuda", "--checkpoint-dir", str(tmp_path / "gpu")]) == 0
+    assert "distbp_adam" in standin.calls("fuse") and "distbp_relu_backward" in standin.calls("fuse")
+    cpu, gpu = (load_file(str(checkpoint.latest(tmp_path / d))) for d in ("cpu", "gpu"))
+    assert cpu.keys() == gpu.keys()
+    for key in cpu:
+        np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_bench_with_device_cuda_runs_on_the_standin(standin, capsys):
+    import json
+
+    from distbp.bench import main
+    assert main(["--device", "cuda", "--sizes", "20,16,4", "--batch-per-rank", "8", "--steps", "2", "--warmup", "1",
+                 "--json", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == "cuda" and out["bucket_paths"] == ["none"] and out["step_ms"] > 0
+    assert standin.calls("sync") and "distbp_sgd" in standin.calls("fuse")
+
+
+def test_bench_with_device_cuda_and_no_gpu_is_one_line(capsys):
+    from distbp.bench import main
+    assert main(["--device", "cuda", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("distbp.bench: error: --device cuda: ") and "use --device cpu" in err[0]

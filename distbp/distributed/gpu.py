@@ -93,8 +93,16 @@ def setup_cuda(comm: Communicator) -> Communicator:
         raise DeviceError(f"--device cuda: {where}{p}; use --device cpu")
     if comm.size == 1 or not isinstance(comm, MPIComm):
         return comm
-    path, _ = select_path(comm)
-    return _build(path, comm)
+    path, skipped = select_path(comm)
+    return _build(path, skipped, comm)
+
+
+_last_choice: tuple = ("none", [])
+
+
+def last_choice() -> tuple[str, list]:
+    """The path the last setup_cuda took and why it passed the better ones over (for the doctor)."""
+    return _last_choice
 
 
 def select_path(comm: MPIComm) -> tuple[str, list]:
@@ -108,7 +116,8 @@ def select_path(comm: MPIComm) -> tuple[str, list]:
     return choose_path(backend.gpu_comm_preference(), nccl_why, cuda_mpi, why)
 
 
-def _build(path: str, comm: MPIComm) -> Communicator:
+def _build(path: str, skipped: list, comm: MPIComm) -> Communicator:
+    global _last_choice
     if path == "nccl":
         try:
             made, error = NCCLComm(comm), ""
@@ -117,16 +126,16 @@ def _build(path: str, comm: MPIComm) -> Communicator:
         errors = _agree(comm, error)
         failed = [(r, e) for r, e in enumerate(errors) if e]
         if not failed:
+            _last_choice = (path, skipped)
             return made
         # Some rank could not start NCCL (two ranks on one GPU, for one): all take the next path.
         why = f"rank {failed[0][0]}: NCCL did not start ({failed[0][1]})"
         if backend.gpu_comm_preference() == "nccl":
             raise DeviceError(f"DISTBP_GPU_COMM=nccl but {why}")
         aware, aware_why = cuda_aware_mpi()
-        path, _ = choose_path("auto", why, all(_agree(comm, aware)), aware_why)
-    if path == "cuda-aware mpi":
-        return CudaMPIComm(comm)
-    return comm
+        path, skipped = choose_path("auto", why, all(_agree(comm, aware)), aware_why)
+    _last_choice = (path, skipped)
+    return CudaMPIComm(comm) if path == "cuda-aware mpi" else comm
 
 
 def describe(comm: Communicator, array) -> str:

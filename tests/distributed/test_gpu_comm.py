@@ -207,3 +207,13 @@ def test_this_mpi_library_is_not_cuda_aware(comm):
     _mpi(comm)
     aware, why = cuda_aware_mpi()
     assert not aware and "MPIX_Query_cuda_support() = 0" in why
+
+
+@pytest.mark.mpi
+def test_doctor_names_the_gpu_bucket_path(comm, standin, monkeypatch):
+    from distbp.doctor import check_gpu_buckets
+    monkeypatch.delenv("DISTBP_GPU_COMM", raising=False)
+    lines, figures = check_gpu_buckets(_mpi(comm))
+    path = "nccl" if comm.size > 1 else "none"
+    assert figures == {"gpu_bucket_path": path}
+    assert lines[0].startswith("OK   GPU gradient-bucket allreduce through ")
