@@ -63,6 +63,10 @@ class StandIn(types.ModuleType):
                 return numpy.array(self, subok=False)
 
             @property
+            def device(self):  # cupy's Device (numpy 2's array-API `device` is a string)
+                return types.SimpleNamespace(id=self.device_id)
+
+            @property
             def data(self):  # cupy's MemoryPointer: NCCL calls take `array.data.ptr`
                 return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
 
@@ -98,6 +102,9 @@ class StandIn(types.ModuleType):
         if isinstance(a, self.ndarray):
             return numpy.array(a, dtype=dtype, copy=True, order=order).view(self.ndarray)
         return self.asarray(numpy.array(a, dtype=dtype, copy=True, order=order))
+
+    def asnumpy(self, a):
+        return a.get() if isinstance(a, self.ndarray) else numpy.asarray(a)
 
     def ascontiguousarray(self, a, dtype=None):
         return self._dev(numpy.ascontiguousarray(a, dtype=dtype))
