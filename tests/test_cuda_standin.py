@@ -156,6 +156,10 @@ def test_synchronize_waits_on_the_current_stream(standin):
     assert standin.calls("sync") == [0]
 
 
+NO_GPU = pytest.mark.skipif(backend.cuda_available(), reason="this machine has a GPU")
+
+
+@NO_GPU
 def test_doctor_says_there_is_no_gpu_without_one():
     from distbp.doctor import check_gpu_buckets
     lines, figures = check_gpu_buckets(SelfComm())
@@ -198,6 +202,7 @@ def test_bench_with_device_cuda_runs_on_the_standin(standin, capsys):
     assert standin.calls("sync") and "distbp_sgd" in standin.calls("fuse")
 
 
+@NO_GPU
 def test_bench_with_device_cuda_and_no_gpu_is_one_line(capsys):
     from distbp.bench import main
     assert main(["--device", "cuda", "--steps", "1"]) == 2
