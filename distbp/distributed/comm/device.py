@@ -42,8 +42,11 @@ class DeviceRequest(Request):
     """A device operation queued on the communicator's stream: test() asks its event, wait() waits
     for it under the watchdog's deadline, then makes the compute stream wait for it too."""
 
-    def __init__(self, comm: DeviceComm, event, record, result=None, after=None):
-        self.comm, self.event, self.record, self.result, self.after = comm, event, record, result, after
+    def __init__(self, comm: DeviceComm, event, record, result=None, keep=None):
+        self.comm, self.event, self.record, self.result = comm, event, record, result
+        # NOTE: the arrays the queued call reads or writes stay referenced until wait(): freed early,
+        # cupy's memory pool could hand their memory to a kernel while the transfer still uses it.
+        self.keep = keep
         self.done = False
 
     def test(self) -> bool:
@@ -56,9 +59,7 @@ class DeviceRequest(Request):
             self.comm.host.watchdog.wait(_EventTest(self.event), self.record)
             self.done = True
         self.comm.cp.cuda.get_current_stream().wait_event(self.event)
-        if self.after is not None:
-            self.after()
-            self.after = None
+        self.keep = None
         return self.result
 
 

@@ -81,7 +81,7 @@ class NCCLComm(DeviceComm):
             raise ValueError("NCCL buffers must be C-contiguous; pass cupy.ascontiguousarray(array)")
         return array
 
-    def _launch(self, name, array, call, result=None, after=None, peer=None, tag=None, what=None) -> DeviceRequest:
+    def _launch(self, name, array, call, result=None, peer=None, tag=None, what=None) -> DeviceRequest:
         """Number the call, order it after the compute stream's work, run `call(stream_ptr)` on the
         communicator's stream, and return a request for its end."""
         rec = self.host.watchdog.begin(name, array, collective=peer is None, peer=peer, tag=tag, what=what)
@@ -92,7 +92,7 @@ class NCCLComm(DeviceComm):
         call(self.stream.ptr)
         done = cuda.Event(disable_timing=True)
         done.record(self.stream)
-        return DeviceRequest(self, done, rec, result, after)
+        return DeviceRequest(self, done, rec, result, keep=(array, result))
 
     def _device_iallreduce(self, array, op):
         buf = self._contiguous(array)
