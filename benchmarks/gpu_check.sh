@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #14 in one script, for a machine with one NVIDIA GPU (a few minutes):
 #   1. cupy installed if missing (from $CUPY_WHEEL if given, else `pip install cupy-cuda12x`), NCCL
-#      best effort (from $NCCL_WHEEL if given, else nvidia-nccl-cu12); versions and nvidia-smi saved;
+#      best effort (from $NCCL_WHEEL if given, else nvidia-nccl-cu12, which cupy 14 loads); versions and nvidia-smi saved;
 #   2. tests/test_cuda.py with DISTBP_REQUIRE_GPU=1 (a skip is a failure): every layer, loss and
 #      optimizer equal to the CPU to 1e-10 (float64), gradcheck on the GPU, the compiled fused
 #      kernels against their formulas, NCCL on one GPU; plus the stand-in and kernel-formula tests;
@@ -53,7 +53,7 @@ if [ $INSTALL = 1 ] && ! "$PY" -c "import cupy" 2>/dev/null; then
   "$PY" -m pip install -q --retries 1 --timeout 20 "${CUPY_WHEEL:-cupy-cuda12x}" > "$OUT/install_cupy.log" 2>&1 || echo "cupy install failed (see install_cupy.log)"
 fi
 if [ $INSTALL = 1 ] && ! "$PY" -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null; then
-  "$PY" -m pip install -q --retries 1 --timeout 20 "${NCCL_WHEEL:-nvidia-nccl-cu12}" > "$OUT/install_nccl.log" 2>&1 || echo "NCCL install failed: the NCCL steps will say so"
+  "$PY" -m pip install -q --retries 1 --timeout 20 "${NCCL_WHEEL:-nvidia-nccl-cu12>=2.18.1,<3}" > "$OUT/install_nccl.log" 2>&1 || echo "NCCL install failed: the NCCL steps will say so"
   NCCL_LIB=$("$PY" -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null || true)
   [ -n "$NCCL_LIB" ] && export LD_LIBRARY_PATH=$NCCL_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi

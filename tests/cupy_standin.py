@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import struct
 import sys
 import types
 
@@ -193,8 +194,9 @@ class _Event:
     def record(self, stream=None):
         self._s.events.append(("record", getattr(stream, "ptr", None)))
 
-    def query(self):
-        return True  # the fake NCCL calls below complete before they return
+    @property
+    def done(self):  # cupy's Event.done (it has no query()); the fake NCCL calls below finish before returning
+        return True
 
     def synchronize(self):
         pass
@@ -228,8 +230,11 @@ class _FakeNCCL(types.SimpleNamespace):
                 from mpi4py import MPI
                 self.MPI = MPI
                 s.events.append(("nccl_init", ndev, rank))
+                if not isinstance(comm_id, bytes):
+                    raise TypeError(f"NcclCommunicator() argument 'commId' must be bytes, not {type(comm_id).__name__}")
                 # the id names its maker (world rank) and its count there: one color per communicator
-                self.mpi = MPI.COMM_WORLD.Split(comm_id[0] * 100000 + comm_id[1], rank)
+                maker, count = struct.unpack("<ii", comm_id[:8])
+                self.mpi = MPI.COMM_WORLD.Split(maker * 100000 + count, rank)
                 assert self.mpi.Get_size() == ndev and self.mpi.Get_rank() == rank
                 self._ops = {0: MPI.SUM, 1: MPI.PROD, 2: MPI.MAX, 3: MPI.MIN}
                 self._pending = []  # sends not yet received: NCCL's send returns once queued
@@ -277,7 +282,7 @@ class _FakeNCCL(types.SimpleNamespace):
 
     def get_unique_id(self):
         from mpi4py import MPI
-        return (MPI.COMM_WORLD.Get_rank(), next(self._ids)) + (0,) * 126
+        return struct.pack("<ii", MPI.COMM_WORLD.Get_rank(), next(self._ids)) + bytes(120)  # bytes, as cupy 14
 
 
 def install(monkeypatch, devices: int = 1) -> StandIn:

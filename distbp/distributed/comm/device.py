@@ -35,7 +35,10 @@ class _EventTest:
     """A CUDA event seen as an MPI request (`Test()`), so the watchdog can wait on it with a deadline."""
 
     def __init__(self, event):
-        self.Test = event.query
+        self.event = event
+
+    def Test(self) -> bool:  # mpi4py's name: the watchdog calls it
+        return bool(self.event.done)
 
 
 class DeviceRequest(Request):
@@ -51,7 +54,7 @@ class DeviceRequest(Request):
 
     def test(self) -> bool:
         if not self.done:
-            self.done = bool(self.event.query())
+            self.done = bool(self.event.done)  # cupy's Event.done: cudaEventQuery
         return self.done
 
     def wait(self):
