@@ -57,6 +57,7 @@ def choose_path(preference: str, nccl_why: str, cuda_mpi: bool, cuda_mpi_why: st
 
 def local_rank(comm: Communicator) -> int:
     """This rank's place among the ranks on its machine (0 in a world of one)."""
+    comm = getattr(comm, "host", comm)  # a GPU communicator's MPI one
     if not isinstance(comm, MPIComm) or comm.size == 1:
         return 0
     node = comm.comm.Split_type(comm.MPI.COMM_TYPE_SHARED, key=comm.rank)
