@@ -20,11 +20,9 @@ from __future__ import annotations
 from .. import backend
 from .comm import Communicator, MPIComm
 from .comm.cuda_mpi import CudaMPIComm, cuda_aware_mpi
-from .comm.device import transfer_path
 from .comm.nccl import NCCLComm, nccl_problem
 
-PATHS = ("nccl", "cuda-aware mpi", "host staging")
-_ASK = {"nccl": "nccl", "mpi": "cuda-aware mpi", "host": "host staging"}
+PREFERENCES = ("auto", "nccl", "mpi", "host")  # DISTBP_GPU_COMM's values
 
 
 class DeviceError(RuntimeError):
@@ -36,7 +34,7 @@ def choose_path(preference: str, nccl_why: str, cuda_mpi: bool, cuda_mpi_why: st
 
     `nccl_why` is "" when NCCL can be used on every rank, else the reason; `cuda_mpi` whether the
     MPI library accepts GPU buffers on every rank. `preference`: auto, nccl, mpi or host."""
-    if preference not in ("auto", *_ASK):
+    if preference not in PREFERENCES:
         raise ValueError(f"unknown GPU communication path {preference!r}; expected auto, nccl, mpi or host")
     skipped = []
     if preference in ("auto", "nccl"):
@@ -138,7 +136,3 @@ def _build(path: str, skipped: list, comm: MPIComm) -> Communicator:
     _last_choice = (path, skipped)
     return CudaMPIComm(comm) if path == "cuda-aware mpi" else comm
 
-
-def describe(comm: Communicator, array) -> str:
-    """How `comm` moves `array` between ranks, with the array's device: one line for the doctor."""
-    return f"{backend.device_of(array)} bucket of {array.nbytes} bytes: {transfer_path(comm, array)}"
