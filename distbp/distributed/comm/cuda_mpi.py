@@ -19,7 +19,7 @@ from .mpi import _MPIRequest
 def cuda_aware_mpi() -> tuple[bool, str]:
     """(whether the MPI library under mpi4py accepts GPU buffers, how that was decided).
 
-    Open MPI (and MPICH since 4.0) export `MPIX_Query_cuda_support()`: 1 when the library was built
+    Open MPI and MPICH (5.0.2 has it) export `MPIX_Query_cuda_support()`: 1 when the library was built
     with CUDA and its runtime accepts device buffers. mpi4py does not wrap it, so it is looked up in
     the library mpi4py loaded. Without the symbol the answer is no: guessing yes would crash."""
     from mpi4py import MPI
