@@ -217,3 +217,29 @@ def test_doctor_names_the_gpu_bucket_path(comm, standin, monkeypatch):
     path = "nccl" if comm.size > 1 else "none"
     assert figures == {"gpu_bucket_path": path}
     assert lines[0].startswith("OK   GPU gradient-bucket allreduce through ")
+
+
+@pytest.mark.mpi
+def test_nccl_runs_on_its_stream_between_two_events(comm, standin):
+    """The stream protocol: wait for the compute stream's work, run on the NCCL stream, mark the end,
+    and at wait() make the compute stream (cupy's current one, ptr 0 in the stand-in) wait for it."""
+    gpu = NCCLComm(_mpi(comm))
+    a = standin.asarray(np.ones(5))
+    start = len(standin.events)
+    req = gpu.iallreduce(a)
+    queued = standin.events[start:]
+    assert queued == [("record", 0), ("wait_event", gpu.stream.ptr), ("nccl", "allReduce", 5),
+                      ("record", gpu.stream.ptr)]
+    assert req.keep is not None  # the buffer stays referenced while the call may still use it
+    req.wait()
+    assert standin.events[-1] == ("wait_event", 0) and req.keep is None
+
+
+@pytest.mark.mpi
+def test_cuda_aware_mpi_synchronises_the_stream_before_mpi_reads(comm, standin):
+    gpu = CudaMPIComm(_mpi(comm))
+    a = standin.asarray(np.ones(5))
+    start = len(standin.events)
+    gpu.allreduce(a)
+    assert ("sync", 0) in standin.events[start:]
+    np.testing.assert_array_equal(a.get(), gpu.size)
