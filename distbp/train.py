@@ -14,7 +14,7 @@ import numpy
 
 from . import backend, distributed
 from .data import DataError, global_batches, load_dataset, num_batches
-from .distributed.gpu import DeviceError, setup_cuda
+from .distributed.gpu import DeviceError, last_choice, setup_cuda
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training.checkpoint import CheckpointError, load_shared
@@ -104,6 +104,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None) -> dict:
     if tp_grid is not None:
         layout = (f"{comm.size} rank(s) as {tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
                   "replica(s)")
+    if cfg.device == "cuda" and comm.size > 1:   # how GPU gradients cross ranks (#14, docs/gpu.md)
+        layout += f", GPU gradients through {last_choice()[0]}"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{cfg.batch_size}")
     last_saved = trainer.global_step if ckpt is not None else -1

@@ -4,6 +4,7 @@ CudaMPIComm, the path selection every rank agrees on, and DDP with its buckets o
 equal to one process. No GPU, NCCL or CUDA-aware MPI runs here: tests/test_cuda.py and
 benchmarks/gpu_check.sh do that on a GPU."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,32 @@ def test_cuda_aware_mpi_synchronises_the_stream_before_mpi_reads(comm, standin):
     gpu.allreduce(a)
     assert ("sync", 0) in standin.events[start:]
     np.testing.assert_array_equal(a.get(), gpu.size)
+
+
+def test_train_device_cuda_on_two_ranks_through_nccl_equals_the_cpu_run(tmp_path):
+    """`distbp.train --device cuda` under mpiexec -n 2, the stand-in posing as cupy (its NCCL over
+    MPI): the trainer on the GPU communicator gives the CPU data-parallel run's weights (1e-10)."""
+    from distributed_helpers import MPIEXEC, launch_job
+    from safetensors.numpy import load_file
+
+    from distbp.training import checkpoint
+    if not MPIEXEC.exists():
+        pytest.skip("mpiexec not installed next to python")
+    args = ["--no-progress", "--steps", "8", "--batch-size", "50", "--dtype", "float64", "--hidden", "32",
+            "--optimizer", "adam", "--lr", "0.003"]
+    tests = str(Path(__file__).resolve().parents[1])
+    prelude = (f"import sys, types\nsys.path.insert(0, {tests!r})\nimport cupy_standin\n"
+               "sys.modules['cupy'] = cupy_standin.StandIn()\n"
+               "sys.modules['cupyx'] = types.SimpleNamespace(scatter_add=lambda t, i, v: np.add.at(t, i, v))\n")
+    runs = {}
+    for device in ("cpu", "cuda"):
+        argv = [*args, "--device", device, "--checkpoint-dir", str(tmp_path / device)]
+        proc, _ = launch_job(tmp_path, 2, f"from distbp.train import main\nsys.exit(main({argv!r}))\n",
+                             prelude=prelude if device == "cuda" else "import sys\n")
+        assert proc.returncode == 0, proc.stderr
+        runs[device] = load_file(str(checkpoint.latest(tmp_path / device)))
+        if device == "cuda":
+            assert "GPU gradients through nccl" in proc.stdout, proc.stdout
+    assert runs["cpu"].keys() == runs["cuda"].keys()
+    for key in runs["cpu"]:
+        np.testing.assert_allclose(runs["cuda"][key], runs["cpu"][key], rtol=1e-10, atol=1e-12, err_msg=key)
