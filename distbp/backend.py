@@ -40,8 +40,9 @@ def cupy_module():
                 _cupy = cupy
             else:
                 _cupy_problem = "cupy is installed but the CUDA runtime finds no GPU"
-        except ImportError:
-            _cupy, _cupy_problem = None, "cupy is not installed (pip install 'distbp[cuda]')"
+        except ImportError as e:
+            _cupy, _cupy_problem = None, ("cupy is not installed (pip install 'distbp[cuda]')" if e.name == "cupy"
+                                          else f"cupy does not import ({e})")
         except (OSError, RuntimeError) as e:
             _cupy, _cupy_problem = None, f"cupy cannot use a GPU here ({type(e).__name__}: {e})"
     return _cupy

@@ -208,3 +208,21 @@ def test_bench_with_device_cuda_and_no_gpu_is_one_line(capsys):
     assert main(["--device", "cuda", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("distbp.bench: error: --device cuda: ") and "use --device cpu" in err[0]
+
+
+@NO_GPU
+def test_a_cupy_that_does_not_import_is_named_as_such(monkeypatch):
+    """A missing dependency of cupy is not 'cupy is not installed' (cupy 14 without cuda-pathfinder)."""
+    import builtins
+    import sys
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "cupy":
+            raise ModuleNotFoundError("No module named 'cuda'", name="cuda")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setattr(backend, "_cupy_checked", False)
+    monkeypatch.setattr(backend, "_cupy", None)
+    assert backend.cuda_problem() == "cupy does not import (No module named 'cuda')"
