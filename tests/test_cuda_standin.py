@@ -149,6 +149,8 @@ def test_unknown_gpu_comm_preference_is_rejected(monkeypatch):
     monkeypatch.setenv("DISTBP_GPU_COMM", "gloo")
     with pytest.raises(ValueError, match="DISTBP_GPU_COMM='gloo'; expected auto, nccl, mpi or host"):
         backend.gpu_comm_preference()
+    with pytest.raises(DeviceError, match="DISTBP_GPU_COMM='gloo'"):  # train and bench: one line, exit 2
+        setup_cuda(SelfComm())
 
 
 def test_synchronize_waits_on_the_current_stream(standin):

@@ -83,6 +83,10 @@ def setup_cuda(comm: Communicator) -> Communicator:
     """Pin this rank's GPU, check that every rank has one, and return the communicator for GPU
     training: `comm` itself in a world of one or with host staging, else an NCCLComm or a
     CudaMPIComm around it. Collective; raises DeviceError (on every rank alike) when it cannot."""
+    try:
+        backend.gpu_comm_preference()  # a bad DISTBP_GPU_COMM is a usage error, before any collective
+    except ValueError as e:
+        raise DeviceError(str(e)) from None
     pin_device(comm)
     problems = _agree(comm, backend.cuda_problem())
     bad = [(r, p) for r, p in enumerate(problems) if p]
