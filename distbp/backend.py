@@ -7,6 +7,8 @@ Imports nothing from distbp but _process, whose C-runtime tuning every distbp pr
 """
 from __future__ import annotations
 
+import os
+
 import numpy
 
 from . import _process
@@ -15,6 +17,8 @@ _process.retain_freed_memory()  # once per process; DISTBP_RETAIN_FREED_MEMORY=0
 
 _cupy = None          # the cupy module once we know it works, else None
 _cupy_checked = False
+_cupy_problem = ""    # why cupy is not usable, for error messages ("" while unknown or usable)
+_device_index = None  # the GPU this process uses (use_device), chosen before cupy's first allocation
 _default_dtype = numpy.dtype(numpy.float32)
 _rng = numpy.random.default_rng(0)
 _seed = 0             # the last manual_seed; distbp.random keys its counter-based draws with it
@@ -23,18 +27,66 @@ _unkeyed_draws = 0    # distbp.random's draws outside a batch(...) block since t
 
 def cupy_module():
     """cupy if it imports and a GPU answers a one-element allocation, else None (never raises)."""
-    global _cupy, _cupy_checked
+    global _cupy, _cupy_checked, _cupy_problem
     if not _cupy_checked:
         _cupy_checked = True
         try:
             import cupy
             # NOTE: `import cupy` succeeds without a GPU; only an allocation tells.
             if cupy.cuda.is_available():
+                if _device_index is not None:  # this rank's GPU, before the allocation makes a context
+                    cupy.cuda.Device(_device_index).use()
                 cupy.zeros(1)
                 _cupy = cupy
-        except (ImportError, OSError, RuntimeError):
-            _cupy = None
+            else:
+                _cupy_problem = "cupy is installed but the CUDA runtime finds no GPU"
+        except ImportError as e:
+            _cupy, _cupy_problem = None, ("cupy is not installed (pip install 'distbp[cuda]')" if e.name == "cupy"
+                                          else f"cupy does not import ({e})")
+        except (OSError, RuntimeError) as e:
+            _cupy, _cupy_problem = None, f"cupy cannot use a GPU here ({type(e).__name__}: {e})"
     return _cupy
+
+
+def cuda_problem() -> str:
+    """Why `cuda_available()` is False, in words ("" when it is True)."""
+    return "" if cupy_module() is not None else _cupy_problem
+
+
+def device_count() -> int:
+    """GPUs the CUDA runtime sees (0 without cupy or a driver); makes no allocation, so it can run
+    before `use_device` picks this process's GPU."""
+    if _cupy is not None:
+        return _cupy.cuda.runtime.getDeviceCount()
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() if cupy.cuda.is_available() else 0
+    except (ImportError, OSError, RuntimeError):
+        return 0
+
+
+def use_device(index: int) -> None:
+    """Make GPU `index` this process's device: for cupy's first allocation if it has not happened
+    yet (so no rank makes a context on GPU 0 it never uses), else from now on."""
+    global _device_index
+    _device_index = int(index)
+    if _cupy is not None:
+        _cupy.cuda.Device(_device_index).use()
+
+
+def synchronize() -> None:
+    """Wait for the GPU work queued so far (a timer's end must not be a kernel launch); no-op on CPU."""
+    if _cupy is not None:
+        _cupy.cuda.get_current_stream().synchronize()
+
+
+def gpu_comm_preference() -> str:
+    """How GPU arrays cross ranks, from DISTBP_GPU_COMM: auto (default: NCCL, else CUDA-aware MPI,
+    else host staging), nccl, mpi (CUDA-aware MPI) or host (staging through host memory)."""
+    value = os.environ.get("DISTBP_GPU_COMM", "auto").strip().lower() or "auto"
+    if value not in ("auto", "nccl", "mpi", "host"):
+        raise ValueError(f"DISTBP_GPU_COMM={value!r}; expected auto, nccl, mpi or host")
+    return value
 
 
 def cuda_available() -> bool:

@@ -58,6 +58,7 @@ from distbp.distributed import (
     verify_same_model,
 )
 from distbp.distributed.comm import SelfComm
+from distbp.distributed.gpu import setup_cuda
 from distbp.distributed.grid import ProcessGrid
 from distbp.distributed.pipeline import PipelineStage, partition
 from distbp.distributed.pipeline.schedule import SCHEDULES
@@ -375,6 +376,8 @@ def run_tensor_parallel(args, comm) -> dict:
 
 def run(args) -> dict:
     comm = init(threads=args.threads)
+    if args.device == "cuda":  # GPU path (#14): one GPU per rank by local rank; the GPU communicator
+        comm = setup_cuda(comm)
     db.set_default_dtype(numpy.dtype(args.dtype))
     if args.pipeline_stages is not None:
         return run_pipeline(args, comm)
@@ -388,12 +391,14 @@ def run(args) -> dict:
         step()
     waits = []
     stats["opt_s"].clear()
+    backend.synchronize()  # on a GPU: time the kernels, not their launches
     comm.barrier()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
         if ddp is not None:
             waits.append(ddp.last_comm_wait_s)
+    backend.synchronize()
     comm.barrier()
     total = time.perf_counter() - t0
     out = {
@@ -411,6 +416,7 @@ def run(args) -> dict:
                    comm_wait_last_rank_ms=1e3 * float(numpy.median(waits.min(axis=0))),
                    bytes_reduced_per_step=ddp.bytes_per_sync)
         out["comm_wait_pct"] = 100 * out["comm_wait_ms"] / out["step_ms"]
+        out["bucket_paths"] = sorted({path for _, _, path in ddp.reducer.bucket_paths()})
     else:
         out["optimizer_step_ms"] = 1e3 * float(numpy.median(comm.allgather(numpy.array(stats["opt_s"])).max(axis=0)))
     mine = memory_bytes(stats["model"], stats["opt"])

@@ -26,6 +26,8 @@ import numpy
 from . import __version__, backend
 from ._env import EnvError
 from .distributed import end_job, init, launched_by_mpi
+from .distributed.comm.device import transfer_path
+from .distributed.gpu import DeviceError, last_choice, pin_device, setup_cuda
 from .distributed.runtime import local_size
 
 BANDWIDTH_MB = 16  # the allreduce size the bus bandwidth is quoted at (docs/distributed.md)
@@ -142,9 +144,39 @@ def check_collectives(comm) -> tuple[list, dict]:
     return lines, figures
 
 
+def check_gpu_buckets(comm) -> tuple[list, dict]:
+    """The path a GPU gradient bucket takes (distbp/distributed/gpu.py), checked with a sum; or why
+    there is none. Collective: every rank takes the same branch."""
+    problems = comm.allgather_obj(backend.cuda_problem())
+    missing = [(r, p) for r, p in enumerate(problems) if p]
+    if missing:
+        r, why = missing[0]
+        line = (f"OK   GPU gradient buckets: no GPU (rank {r}: {why}); --device cuda is unavailable, "
+                "gradients stay in host memory")
+        return [line], {"gpu_bucket_path": "no GPU"}
+    try:
+        dev = setup_cuda(comm)
+    except DeviceError as e:
+        return [f"FAIL GPU gradient buckets: {e}"], {"gpu_bucket_path": "error"}
+    cp = backend.cupy_module()
+    bucket = dev.alloc_buffer(1024, numpy.float32, cp)
+    bucket[...] = comm.rank + 1
+    dev.iallreduce(bucket).wait()
+    want = comm.size * (comm.size + 1) / 2
+    ok = bool((bucket == want).all())
+    path = transfer_path(dev, bucket)
+    words = "a world of one (no communication)" if path == "none" else path
+    lines = [("OK  " if ok else "FAIL") + f" GPU gradient-bucket allreduce through {words}"]
+    lines += [f"OK   GPU path passed over: {why}" for why in last_choice()[1]] if comm.size > 1 else []
+    return lines, {"gpu_bucket_path": path}
+
+
 def diagnose(comm) -> dict:
+    pin_device(comm)  # this rank's GPU, before anything allocates on one (a no-op without GPUs)
     ranks = comm.allgather_obj(this_rank())
     lines, figures = check_collectives(comm)
+    gpu_lines, gpu_figures = check_gpu_buckets(comm)
+    lines, figures = lines + gpu_lines, {**figures, **gpu_figures}
     lines += version_mismatches(ranks) + oversubscription(ranks)
     if ranks[0]["mpiexec"] is None:
         lines.append("WARN no mpiexec next to this python or on PATH: `pip install mpich` (or use your MPI's)")

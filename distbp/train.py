@@ -19,6 +19,7 @@ from ._env import check_all as check_environment
 from .data import DataError, global_batches, load_dataset, num_batches
 from .distributed import trace
 from .distributed.agreement import SettingsMismatchError
+from .distributed.gpu import DeviceError, last_choice, setup_cuda
 from .distributed.pipeline import format_schedules
 from .distributed.pipeline.schedule import build_schedules
 from .training import rundir
@@ -72,8 +73,11 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         cfg = resume_directory(cfg, set(explicit))
         ckpt = load_shared(cfg.resume, cfg.checkpoint_dir, comm)
         cfg = resume_config(cfg, set(explicit), ckpt)
-    if cfg.device == "cuda" and not backend.cuda_available():
-        raise UsageError("--device cuda: no usable GPU or cupy here; install distbp[cuda] or use --device cpu")
+    if cfg.device == "cuda":   # GPU path (#14): one GPU per rank by local rank; the GPU communicator
+        try:
+            comm = setup_cuda(comm)
+        except DeviceError as e:
+            raise UsageError(str(e)) from None
     backend.set_default_dtype(cfg.dtype)
     backend.manual_seed(cfg.seed)
     if cfg.trace:   # --trace (#16): checked before any work, recorded from here on
@@ -139,6 +143,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         layout += ", optimizer state sharded (ZeRO-1)"
     if cfg.deterministic:
         layout += f", deterministic ({cfg.deterministic_groups} groups per batch, 1 BLAS thread)"
+    if cfg.device == "cuda" and comm.size > 1:   # how GPU gradients cross ranks (#14, docs/gpu.md)
+        layout += f", GPU gradients through {last_choice()[0]}"
     log.print(f"{data!r}; model {cfg.model} {count} parameters; {layout}; {total} steps of global batch "
               f"{step_batch}" + (f" ({cfg.accumulate} x {cfg.batch_size})" if cfg.accumulate > 1 else ""))
     last_saved, last_path = (trainer.global_step, ckpt.path) if ckpt is not None else (-1, None)

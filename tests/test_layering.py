@@ -1,4 +1,4 @@
-"""The package's imports run one way: backend -> random -> autograd -> ops -> nn, optim, data ->
+"""The package's imports run one way: backend (and kernels) -> random -> autograd -> ops -> nn, optim, data ->
 distributed -> training -> the commands. A module importing from a layer above it (ops from
 autograd, distributed from nn, training from distributed, ...) fails here, naming both."""
 import ast
@@ -6,7 +6,7 @@ import pathlib
 
 import distbp
 
-LAYERS = [("backend", "_process", "_env"), ("random",), ("autograd",), ("ops", "gradcheck"), ("nn", "optim", "data"),
+LAYERS = [("backend", "_process", "_env", "kernels"), ("random",), ("autograd",), ("ops", "gradcheck"), ("nn", "optim", "data"),
           ("distributed",), ("training",)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 COMMANDS = len(LAYERS)  # train, bench, doctor, search, equivalence, plot: may import anything

@@ -38,6 +38,7 @@ import numpy
 from .. import autograd, backend
 from . import trace
 from .comm import Communicator
+from .comm.device import transfer_path
 from .comm.watchdog import set_step
 
 
@@ -123,6 +124,12 @@ class Reducer:
         self.iteration = 0
         self.last_comm_wait_s = 0.0
         self.bytes_per_sync = sum(b.numel * numpy.dtype(b.dtype).itemsize for b in self.buckets)
+
+    def bucket_paths(self) -> list:
+        """How each bucket crosses the ranks: (device, bytes, path), path as comm.device.transfer_path
+        names it ('nccl', 'cuda-aware mpi', 'host staging', 'node shared memory', 'mpi', 'none')."""
+        return [(backend.device_of(b.buffer), int(b.buffer.nbytes), transfer_path(self.comm, b.buffer))
+                for b in self.buckets]
 
     def prepare_for_backward(self, sync: bool = True) -> None:
         """A new graph is being built: with `sync`, its backward reduces the gradients; without, they

@@ -5,6 +5,7 @@ import numpy
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module, is_array
+from ..kernels import fused
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -120,7 +121,11 @@ class MSE(Function):
         return _reduce(self.diff * self.diff, reduction)
 
     def backward(self, gy):
-        g = _scale(gy, self.reduction, self.diff.size) * 2 * self.diff
+        xp = get_array_module(self.diff)
+        if xp is not numpy:  # one fused kernel on the GPU (distbp/kernels.py)
+            g = fused(xp, "mse_backward")(_scale(gy, self.reduction, self.diff.size), self.diff)
+        else:
+            g = _scale(gy, self.reduction, self.diff.size) * 2 * self.diff
         nx, nt = self.needs_input_grad
         return (g if nx else None, -g if nt else None)
 
@@ -165,6 +170,8 @@ class BCEWithLogits(Function):
     def forward(self, x, t, reduction="mean", pos_weight=None):
         xp = get_array_module(x)
         self.x, self.t, self.reduction, self.pw = x, t, reduction, pos_weight
+        if pos_weight is None and xp is not numpy:  # one fused kernel on the GPU (distbp/kernels.py)
+            return _reduce(fused(xp, "bce_with_logits")(x, t), reduction)
         log1pexp = xp.log1p(xp.exp(-abs(x)))
         if pos_weight is None:
             loss = xp.maximum(x, 0) - x * t + log1pexp
@@ -176,8 +183,11 @@ class BCEWithLogits(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         x, t = self.x, self.t
-        sig = 0.5 * (1 + xp.tanh(0.5 * x))
         g = _scale(gy, self.reduction, x.size)
+        if self.pw is None and xp is not numpy:
+            gx = fused(xp, "bce_with_logits_backward")(g, x, t)
+            return gx, -g * x if self.needs_input_grad[1] else None
+        sig = 0.5 * (1 + xp.tanh(0.5 * x))
         if self.pw is None:
             gx = g * (sig - t)
         else:

@@ -1,7 +1,10 @@
 """Adam and AdamW: torch.optim.Adam / AdamW's update rules (Kingma & Ba 2015; Loshchilov & Hutter 2019)."""
 from __future__ import annotations
 
+import numpy
+
 from ..backend import get_array_module
+from ..kernels import fused
 from .optimizer import Optimizer
 
 
@@ -16,6 +19,11 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step: int, 
     NOTE: eps is added after the bias correction of sqrt(v), as torch does (the paper adds it to
     sqrt(v_hat), which is the same thing); `max_exp_avg_sq` is None unless amsgrad."""
     xp = get_array_module(param)
+    if xp is not numpy and max_exp_avg_sq is None and not maximize:  # one fused kernel on the GPU
+        fused(xp, "adam")(param, grad, exp_avg, exp_avg_sq, 1 - lr * weight_decay if decoupled else 1.0,
+                          0.0 if decoupled else weight_decay, beta1, 1 - beta1, beta2, 1 - beta2,
+                          1 / (1 - beta2 ** step) ** 0.5, eps, lr / (1 - beta1 ** step))
+        return
     if maximize:
         grad = -grad
     if weight_decay != 0:

@@ -1,6 +1,10 @@
 """SGD with momentum, dampening, Nesterov and weight decay: torch.optim.SGD's update rule."""
 from __future__ import annotations
 
+import numpy
+
+from ..backend import get_array_module
+from ..kernels import fused
 from .optimizer import Optimizer
 
 
@@ -10,6 +14,11 @@ def sgd_update(param, grad, buf, *, lr, momentum, dampening, weight_decay, neste
     g = -grad if maximize (first, as torch);  g = g + wd*param;
     buf = g (first step) else momentum*buf + (1-dampening)*g;
     direction = g + momentum*buf (Nesterov) or buf;  param -= lr * direction."""
+    xp = get_array_module(param)
+    if xp is not numpy and momentum != 0 and not first and not maximize:  # one fused kernel on the GPU
+        fused(xp, "sgd_nesterov" if nesterov else "sgd_momentum")(param, grad, buf, lr, momentum,
+                                                                  1 - dampening, weight_decay)
+        return buf
     g = -grad if maximize else grad
     if weight_decay != 0:
         g = g + weight_decay * param
@@ -51,7 +60,11 @@ class SGD(Optimizer):
             lr = -group["lr"] if group["maximize"] else group["lr"]
             for p in group["params"]:
                 if p.grad is not None:
-                    p.data -= lr * p.grad
+                    xp = get_array_module(p.data)
+                    if xp is not numpy:  # one fused kernel on the GPU (distbp/kernels.py)
+                        fused(xp, "sgd")(p.data, p.grad, lr)
+                    else:
+                        p.data -= lr * p.grad
         else:
             super()._step_group(group)
 

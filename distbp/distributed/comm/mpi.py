@@ -2,8 +2,8 @@
 (watchdog.py and shm.py aside, which it drives).
 
 Every MPI call goes through `MPIComm._run`, one seam that numbers it, fingerprints it (op, dtype,
-shape, call site) and waits on it with a deadline (watchdog.py). A GPU communicator (NCCL) would be
-another subclass with the same methods; today cupy arrays are staged through host memory.
+shape, call site) and waits on it with a deadline (watchdog.py). Alone it stages cupy arrays through
+host memory; nccl.py and cuda_mpi.py wrap it to move them on the GPU (device.py).
 """
 from __future__ import annotations
 
