@@ -83,7 +83,7 @@ def _cnn():
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 2, 4, 7])
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
 @pytest.mark.parametrize("make_model", [_mlp, _cnn], ids=["mlp", "cnn"])
 def test_two_stages_equal_one_process(comm, make_model, schedule, micro_batches):
     # 2 ranks: 2 stages; 4 ranks: 2 stages x 2 replicas (replicas of 8 and 7 samples)
@@ -115,7 +115,7 @@ def _lstm():
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 2, 7])
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
 @pytest.mark.parametrize("make_model", [_gru, _lstm], ids=["gru", "lstm"])
 def test_recurrent_two_stages_equal_one_process(comm, make_model, schedule, micro_batches):
     # the uniform cut puts the head alone in stage 2, which receives the last outputs (N, hidden)
@@ -126,7 +126,7 @@ def test_recurrent_two_stages_equal_one_process(comm, make_model, schedule, micr
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
 def test_recurrent_layer_fed_image_rows_by_a_stage_without_parameters(comm, schedule):
     # cut at 1: stage 1 only views the images as rows and sends 3-d sequences (N, H, C*W)
     grid = _grid(comm, 2)
@@ -137,7 +137,7 @@ def test_recurrent_layer_fed_image_rows_by_a_stage_without_parameters(comm, sche
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
 def test_as_many_stages_as_ranks_equal_one_process(comm, schedule):
     # 1 to 4 stages of one replica, a Linear on each; 5 micro-batches do not divide 15 samples evenly
     grid = _grid(comm, comm.size)
