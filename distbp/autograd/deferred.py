@@ -87,12 +87,22 @@ class WeightGradStash:
         """Compute every waiting gradient, add it into its tensor's `.grad` and fire the tensor's
         post-accumulate hooks, in the order the tensors were first stashed. Leaves the stash empty."""
         pending, self._pending = self._pending, {}
+        # a Linear's bias, stashed right after its weight, joins the same output gradients: join them
+        # once, keeping only the previous parameter's joined arrays alive
+        previous = {}
         for tensor, (compute, calls) in pending.items():
             if len(calls) == 1:
                 args = calls[0]
             else:
-                xp = backend.get_array_module(calls[0][0])
-                args = [xp.concatenate([c[i] for c in calls]) for i in range(len(calls[0]))]
+                args, joined = [], {}
+                for i in range(len(calls[0])):
+                    parts = [c[i] for c in calls]
+                    key = tuple(id(a) for a in parts)
+                    joined[key] = previous.get(key)
+                    if joined[key] is None:
+                        joined[key] = backend.get_array_module(parts[0]).concatenate(parts)
+                    args.append(joined[key])
+                previous = joined
             _accumulate_leaf(tensor, compute(*args), False)
 
 
