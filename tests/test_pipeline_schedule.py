@@ -44,7 +44,7 @@ def test_schedules_pass_the_checker_and_do_each_micro_batch_once(name, num_stage
         assert ("send_forward" in ops) == ("recv_backward" in ops) == (stage < num_stages - 1)
 
 
-@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("name", ["gpipe", "1f1b", "1f1b-slack"])
 @pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
 def test_bubble_fraction_is_the_textbook_one(name, num_stages, num_micro_batches):
     timeline = simulate_schedules(build_schedules(name, num_stages, num_micro_batches))
@@ -276,3 +276,14 @@ def test_a_second_weight_is_rejected():
 def test_split_needs_a_weight_time_inside_the_backward():
     with pytest.raises(ValueError, match="weight_time 2"):
         simulate_schedules(build_schedules("1f1b-split", 2, 2), weight_time=2.0)
+
+
+@pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
+def test_slack_1f1b_holds_one_more_micro_batch_before_the_last_stage(num_stages, num_micro_batches):
+    p, m = num_stages, num_micro_batches
+    for stage in range(p):
+        slack = build_schedule("1f1b-slack", p, m, stage)
+        assert peak_in_flight(slack) == min(p - stage + (stage < p - 1), m)
+        # the same backwards in the same order as 1F1B: the gradients add up in the same order
+        assert [a for a in slack if a.op == "backward"] == [a for a in build_schedule("1f1b", p, m, stage)
+                                                            if a.op == "backward"]

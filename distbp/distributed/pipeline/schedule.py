@@ -102,13 +102,13 @@ def _gpipe(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
     return schedule
 
 
-def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
+def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int, slack: int = 0) -> list[Action]:
     """PipeDream-Flush (Megatron-LM's and torch's Schedule1F1B): min(P - stage - 1, M) warm-up
     forwards, then alternate one forward and one backward, then the remaining backwards. A stage
     then holds at most P - stage micro-batches' activations instead of GPipe's M, with the same
-    bubble."""
+    bubble. `slack` more warm-up forwards on every stage but the last: see _one_f_one_b_slack."""
     last = num_stages - 1
-    warmup = min(num_stages - stage - 1, num_micro_batches)
+    warmup = min(num_stages - stage - 1 + (slack if stage < last else 0), num_micro_batches)
     schedule = []
     for m in range(warmup):
         schedule += _forward_steps(stage, last, m)
@@ -131,7 +131,18 @@ def _one_f_one_b_split(num_stages: int, num_micro_batches: int, stage: int) -> l
     return schedule + [Action("weight", m) for m in range(num_micro_batches)]
 
 
-_BUILDERS = {"gpipe": _gpipe, "1f1b": _one_f_one_b, "1f1b-split": _one_f_one_b_split}
+def _one_f_one_b_slack(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
+    """1F1B with one more warm-up forward on every stage but the last, so each of them holds one
+    more micro-batch (P - stage + 1). With equal times the timeline is 1F1B's; with times that vary
+    from one action to the next (two ranks sharing cores and memory bandwidth) strict 1F1B makes
+    each stage wait for every late action of its neighbour, while one micro-batch of slack lets a
+    late action be absorbed: the next activation is already there when the next stage needs it,
+    and the gradient a stage waits for was started one forward earlier."""
+    return _one_f_one_b(num_stages, num_micro_batches, stage, slack=1)
+
+
+_BUILDERS = {"gpipe": _gpipe, "1f1b": _one_f_one_b, "1f1b-slack": _one_f_one_b_slack,
+             "1f1b-split": _one_f_one_b_split}
 SCHEDULES = tuple(_BUILDERS)
 
 
