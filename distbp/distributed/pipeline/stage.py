@@ -117,7 +117,7 @@ class PipelineStage(Module):
         model: an nn.Sequential (see `partition`); BatchNorm is refused.
         grid: a ProcessGrid; this rank runs stage `grid.stage` of replica `grid.replica`.
         bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`).
-        schedule: "1f1b" or "gpipe" (distbp.distributed.pipeline.build_schedule).
+        schedule: a name in SCHEDULES: "1f1b", "gpipe", "1f1b-slack" or "1f1b-split" (build_schedule).
         loss: "cross_entropy" or a callable (output, target) -> the SUM of per-sample losses.
     """
 
