@@ -56,7 +56,8 @@ class PipelineStats:
     backward from its forward to its backward (the arrays its autograd graph saved, the received
     input included, parameters not); on a split schedule `weight_stash_bytes[m]` is what it then
     holds from its backward to its weight action (each Linear's input and output gradient);
-    `peak_activation_bytes` is the most held at once, both kinds counted. Messages and bytes count the sent activations and gradients (each also sends a small shape-and-dtype header)."""
+    `peak_activation_bytes` is the most held at once, both kinds counted. Messages and bytes count
+    the sent activations and gradients (each also sends a small shape-and-dtype header)."""
     step_s: float = 0.0
     recv_wait_s: float = 0.0
     messages_sent: int = 0
@@ -321,9 +322,9 @@ class _Run:
     def backward(self, m):
         out = self.outputs.pop(m)
         grads = None if self.grid.is_last_stage else [self.grads.pop(m)]
+        self.held -= self.stats.activation_bytes[m]
         # A first stage without parameters (a reshape, say) has nothing to differentiate: its
         # input is the data, so its output does not require grad.
-        self.held -= self.stats.activation_bytes[m]
         if not self.split:
             if out.requires_grad:
                 autograd.backward([out], grads)
