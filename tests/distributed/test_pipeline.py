@@ -21,10 +21,19 @@ TOL = 1e-10
 BATCH = 15  # does not divide by 2 replicas, nor into 2, 4 or 7 equal micro-batches
 
 
+_GRIDS = {}  # (id(comm), stages) -> (comm, grid): see _grid
+
+
 def _grid(comm, stages):
+    """One grid per world and stage count for the whole module: a grid's communicators are never
+    freed, and one MPI process has room for 2048 (MPICH); the suite runs every test in one process
+    per rank. A step leaves no message in flight, so tests can share a grid."""
     if comm.size % stages:
         pytest.skip(f"{stages} pipeline stages need a world that is a multiple of {stages}, not {comm.size}")
-    return ProcessGrid(comm, pipeline_stages=stages)
+    key = (id(comm), stages)
+    if key not in _GRIDS:
+        _GRIDS[key] = (comm, ProcessGrid(comm, pipeline_stages=stages))  # holding comm keeps its id unique
+    return _GRIDS[key][1]
 
 
 def _data(n, in_shape, classes, seed=1):
