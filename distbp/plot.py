@@ -85,7 +85,7 @@ def plot_schedules(out: str, schedules=("gpipe", "1f1b"), num_stages: int = 4, n
     except ValueError as e:
         raise PlotError(str(e)) from None
     plt = _pyplot()
-    colours = {"forward": "#9ecae1", "backward": "#fdae6b"}
+    colours = {"forward": "#9ecae1", "backward": "#fdae6b", "weight": "#a1d99b"}  # weight: split schedules
     makespan = max(t.makespan for t in timelines)
     fig, axes = plt.subplots(len(timelines), 1, figsize=(9, 0.5 + 0.42 * num_stages * len(timelines)),
                              sharex=True, squeeze=False)
@@ -104,7 +104,7 @@ def plot_schedules(out: str, schedules=("gpipe", "1f1b"), num_stages: int = 4, n
         ax.set_xlim(0, makespan)
         ax.tick_params(axis="x", labelsize=8)
     axes[-1, 0].set_xlabel(f"time (forward = {forward_time:g}, backward = {backward_time:g}; "
-                           "blue forward, orange backward, number = micro-batch)", fontsize=8)
+                           "blue forward, orange backward, green weight gradients, number = micro-batch)", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -23,7 +23,7 @@ GRID = [(p, m) for p in range(1, 5) for m in range(1, 9)]
 def _actions(text: str) -> list:
     """'F0 sf0 rb0 B0' -> Actions (short names keep the expected schedules readable)."""
     ops = {"rf": "recv_forward", "F": "forward", "sf": "send_forward", "rb": "recv_backward", "B": "backward",
-           "sb": "send_backward"}
+           "sb": "send_backward", "W": "weight"}
     out = []
     for word in text.split():
         name = word.rstrip("0123456789")
@@ -44,7 +44,7 @@ def test_schedules_pass_the_checker_and_do_each_micro_batch_once(name, num_stage
         assert ("send_forward" in ops) == ("recv_backward" in ops) == (stage < num_stages - 1)
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", ["gpipe", "1f1b", "1f1b-slack"])
 @pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
 def test_bubble_fraction_is_the_textbook_one(name, num_stages, num_micro_batches):
     timeline = simulate_schedules(build_schedules(name, num_stages, num_micro_batches))
@@ -221,3 +221,69 @@ def test_format_schedules():
     schedules[0][3:5] = _actions("rb0 sf1")
     with pytest.raises(ScheduleError, match="deadlock"):
         format_schedules(schedules)
+
+
+# ----- the split schedule: backward = input gradients (B), weight gradients (W) at the end -----
+
+@pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
+def test_split_1f1b_is_1f1b_then_every_weight_and_holds_all_micro_batches(num_stages, num_micro_batches):
+    for stage in range(num_stages):
+        split = build_schedule("1f1b-split", num_stages, num_micro_batches, stage)
+        m = num_micro_batches
+        assert split[:-m] == build_schedule("1f1b", num_stages, m, stage)
+        assert split[-m:] == [Action("weight", i) for i in range(m)]
+        assert peak_in_flight(split) == m  # each micro-batch's Linear inputs wait for the weight actions
+
+
+@pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
+def test_split_1f1b_timeline(num_stages, num_micro_batches):
+    # F = B = W = 1: the 1F1B part takes 2(M + P - 1) on stage 0, which then runs its M weights last
+    p, m = num_stages, num_micro_batches
+    timeline = simulate_schedules(build_schedules("1f1b-split", p, m))
+    assert timeline.makespan == 2 * (m + p - 1) + m
+    assert timeline.bubble_fraction() == pytest.approx(2 * (p - 1) / (3 * m + 2 * (p - 1)), abs=1e-12)
+
+
+def test_split_format():
+    assert format_schedules(build_schedules("1f1b-split", 2, 2)).splitlines() == [
+        "stage 0 | F0 F1 .  B0 .  B1 W0 W1",
+        "stage 1 | .  F0 B0 F1 B1 W0 W1 .",
+        ("          F = forward (1 unit), B = input gradients (1 unit), W = weight gradients (1 unit), "
+        ". = idle; bubble 25.0%"),  # 2(P - 1) / (3M + 2(P - 1))
+    ]
+
+
+def test_weight_before_its_backward_is_rejected():
+    schedules = build_schedules("1f1b-split", 2, 3)
+    schedules[1].remove(Action("weight", 1))
+    i = schedules[1].index(Action("backward", 1))
+    schedules[1].insert(i, Action("weight", 1))
+    _raises(schedules, 1, i, 1, "it must backward micro-batch 1 (backward 1) first, which it does later")
+
+
+def test_a_split_schedule_needs_every_weight():
+    schedules = build_schedules("1f1b-split", 2, 3)
+    schedules[0].remove(Action("weight", 2))
+    _raises(schedules, 0, len(schedules[0]), 2, "never does weight 2")
+
+
+def test_a_second_weight_is_rejected():
+    schedules = build_schedules("1f1b-split", 2, 2)
+    schedules[1].append(Action("weight", 0))
+    _raises(schedules, 1, len(schedules[1]) - 1, 0, "a second weight 0")
+
+
+def test_split_needs_a_weight_time_inside_the_backward():
+    with pytest.raises(ValueError, match="weight_time 2"):
+        simulate_schedules(build_schedules("1f1b-split", 2, 2), weight_time=2.0)
+
+
+@pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
+def test_slack_1f1b_holds_one_more_micro_batch_before_the_last_stage(num_stages, num_micro_batches):
+    p, m = num_stages, num_micro_batches
+    for stage in range(p):
+        slack = build_schedule("1f1b-slack", p, m, stage)
+        assert peak_in_flight(slack) == min(p - stage + (stage < p - 1), m)
+        # the same backwards in the same order as 1F1B: the gradients add up in the same order
+        assert [a for a in slack if a.op == "backward"] == [a for a in build_schedule("1f1b", p, m, stage)
+                                                            if a.op == "backward"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numbers
 
 from .. import backend
+from .deferred import computing_all_grads
 from .engine import run_backward
 from .tensor import Tensor, input_set, root_gradient
 
@@ -57,7 +58,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, allow_unused=Fal
     wanted = _tensors(inputs, "inputs")
     grads = _root_gradients(roots, grad_outputs, "grad_outputs")
     found = {}
-    run_backward(roots, grads, bool(retain_graph), input_set(wanted), found)
+    with computing_all_grads():  # it returns every gradient now, deferred ones included
+        run_backward(roots, grads, bool(retain_graph), input_set(wanted), found)
     result = []
     for t in wanted:
         g = found.get(t)

@@ -1,7 +1,7 @@
 """Matrix products: batched matmul, and `linear` (x @ W.T + b) fused into one node."""
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, deferred
 from .elementwise import _tensorish
 
 
@@ -61,11 +61,28 @@ class Linear(Function):
         if x.ndim > 2:  # (..., in): fold batch dims for the weight gradient
             x = x.reshape(-1, x.shape[-1])
             gy = gy.reshape(-1, gy.shape[-1])
+        stash = deferred.current()
+        if stash is not None and x.ndim == 2:  # parameters (leaves) get their gradients at the flush
+            _, w, b = self.parents
+            if nw and w._ctx is None:
+                stash.stash(w, _weight_grad, gy, x)
+                nw = False
+            if nb and b._ctx is None:
+                stash.stash(b, _bias_grad, gy)
+                nb = False
         if nw:
             gw = gy.T @ x
         if nb:
             gb = gy.sum(axis=0)
         return gx, gw, gb
+
+
+def _weight_grad(gy, x):  # of all stashed rows at once (see autograd.deferred)
+    return gy.T @ x
+
+
+def _bias_grad(gy):
+    return gy.sum(axis=0)
 
 
 def matmul(a, b):

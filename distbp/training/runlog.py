@@ -35,16 +35,24 @@ class RunLog:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
         self._pending = []           # (record without its loss, StepResult) since the last flush
+        self._logged_loss = None     # the latest flushed step's global mean loss
         self._epoch_loss = self._epoch_samples = 0.0
         self.history = None          # a list to receive every record too, on every rank (distbp.fit)
 
     def train_step(self, trainer, result, samples_per_s: float) -> None:
-        """Note a finished step; the bar shows this rank's own loss at once (on one process: the loss)."""
+        """Note a finished step; the bar shows this rank's own loss at once (on one process: the loss).
+        A rank that computes no loss (a pipeline stage before the last) shows the global mean loss of
+        the latest logged step instead, as `logged_loss`, once there is one."""
         epoch = trainer.epoch + (trainer.position > 0)   # 1-based epoch of that step (the trainer may have rolled over)
         self._pending.append((trainer.global_step, epoch, samples_per_s, result))
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{result.local_loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+            if result.samples:
+                self.bar.set_postfix(loss=f"{result.local_loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+            elif self._logged_loss is not None:
+                self.bar.set_postfix(logged_loss=f"{self._logged_loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+            else:
+                self.bar.set_postfix(samples_s=f"{samples_per_s:.0f}")
 
     def flush(self, trainer) -> None:
         """Collective: reduce the held-back steps' losses (one allreduce) and write their records."""
@@ -53,6 +61,7 @@ class RunLog:
             self.record(split="train", step=step, epoch=epoch, loss=loss, samples_per_s=rate)
             self._epoch_loss += loss * result.global_batch
             self._epoch_samples += result.global_batch
+            self._logged_loss = loss
         self._pending = []
 
     def take_epoch_loss(self) -> float:

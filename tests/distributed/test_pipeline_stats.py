@@ -30,7 +30,7 @@ def _stage(comm, schedule):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 4, 8])
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
 def test_messages_and_bytes_sent_are_exact(comm, schedule, micro_batches):
     grid, stage, x, y = _stage(comm, schedule)
     for _ in range(2):  # the counters are per step, not cumulative
@@ -62,6 +62,25 @@ def test_peak_activation_memory_is_peak_in_flight_times_one_micro_batch(comm, sc
         assert one > BATCH // micro_batches * ITEM * (WIDTHS[s] + WIDTHS[s + 1])  # and the loss's arrays
     in_flight = peak_in_flight(build_schedule(schedule, grid.num_stages, micro_batches, s))
     assert stats.peak_activation_bytes == in_flight * one
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("micro_batches", [1, 2, 8])
+def test_split_schedule_holds_each_linear_input_and_output_gradient_until_the_weights(comm, micro_batches):
+    grid, stage, x, y = _stage(comm, "1f1b-split")
+    stage.train_step(x, y, BATCH, micro_batches)
+    stats, s = stage.last_stats, grid.stage
+    rows = BATCH // micro_batches
+    # from its backward to the weight actions a micro-batch keeps the Linear's input and the gradient of
+    # its output (which the bias gradient shares)
+    stash = rows * ITEM * (WIDTHS[s] + WIDTHS[s + 1])
+    assert stats.weight_stash_bytes == {m: stash for m in range(micro_batches)}
+    one = stats.activation_bytes[0]
+    held = peak = 0
+    for action in build_schedule("1f1b-split", grid.num_stages, micro_batches, s):
+        held += {"forward": one, "backward": stash - one, "weight": -stash}.get(action.op, 0)
+        peak = max(peak, held)
+    assert stats.peak_activation_bytes == peak >= micro_batches * stash
 
 
 @pytest.mark.mpi

@@ -8,6 +8,12 @@ A schedule is what one stage does in one training step, as a list of `Action(op,
     recv_backward m   receive the gradient of micro-batch m's output from stage + 1 (never on the last)
     backward m        backpropagate micro-batch m through the stage, accumulating parameter gradients
     send_backward m   send the gradient of the stage's input to stage - 1 (never on the first)
+    weight m          compute micro-batch m's deferred weight gradients (split schedules only)
+
+A split schedule ("1f1b-split") has a `weight` action for every micro-batch: its `backward` then
+computes input gradients only (what the previous stage waits for) and leaves the Linear layers'
+weight gradients to `weight`; the runtime runs each run of consecutive `weight` actions as one
+product per weight over all their micro-batches' rows.
 
 Sends are nonblocking (the runtime completes them at the end of the step, or before it reuses
 their buffer); receives block until the matching send was made. Messages match by neighbour,
@@ -31,8 +37,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPS = ("recv_forward", "forward", "send_forward", "recv_backward", "backward", "send_backward")
-COMPUTE_OPS = ("forward", "backward")
+OPS = ("recv_forward", "forward", "send_forward", "recv_backward", "backward", "send_backward", "weight")
+COMPUTE_OPS = ("forward", "backward", "weight")
 RECV_OPS = ("recv_forward", "recv_backward")
 SEND_OPS = ("send_forward", "send_backward")
 
@@ -96,13 +102,13 @@ def _gpipe(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
     return schedule
 
 
-def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
+def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int, slack: int = 0) -> list[Action]:
     """PipeDream-Flush (Megatron-LM's and torch's Schedule1F1B): min(P - stage - 1, M) warm-up
     forwards, then alternate one forward and one backward, then the remaining backwards. A stage
     then holds at most P - stage micro-batches' activations instead of GPipe's M, with the same
-    bubble."""
+    bubble. `slack` more warm-up forwards on every stage but the last: see _one_f_one_b_slack."""
     last = num_stages - 1
-    warmup = min(num_stages - stage - 1, num_micro_batches)
+    warmup = min(num_stages - stage - 1 + (slack if stage < last else 0), num_micro_batches)
     schedule = []
     for m in range(warmup):
         schedule += _forward_steps(stage, last, m)
@@ -114,7 +120,29 @@ def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int) -> list[Ac
     return schedule
 
 
-_BUILDERS = {"gpipe": _gpipe, "1f1b": _one_f_one_b}
+def _one_f_one_b_split(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
+    """1F1B whose backwards compute input gradients only (the B of zero-bubble pipelining), with
+    every micro-batch's weight gradients (W) at the end of the step, where the runtime computes
+    each weight's from all micro-batches' rows in one product. The stages' dependencies run
+    through B alone, so the step's critical path loses the W work of all but the slowest stage's
+    end; the cost is memory: each Linear's input and output gradient of every micro-batch are
+    held from its B to the end of the step."""
+    schedule = _one_f_one_b(num_stages, num_micro_batches, stage)
+    return schedule + [Action("weight", m) for m in range(num_micro_batches)]
+
+
+def _one_f_one_b_slack(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
+    """1F1B with one more warm-up forward on every stage but the last, so each of them holds one
+    more micro-batch (P - stage + 1). With equal times the timeline is 1F1B's; with times that vary
+    from one action to the next (two ranks sharing cores and memory bandwidth) strict 1F1B makes
+    each stage wait for every late action of its neighbour, while one micro-batch of slack lets a
+    late action be absorbed: the next activation is already there when the next stage needs it,
+    and the gradient a stage waits for was started one forward earlier."""
+    return _one_f_one_b(num_stages, num_micro_batches, stage, slack=1)
+
+
+_BUILDERS = {"gpipe": _gpipe, "1f1b": _one_f_one_b, "1f1b-slack": _one_f_one_b_slack,
+             "1f1b-split": _one_f_one_b_split}
 SCHEDULES = tuple(_BUILDERS)
 
 
@@ -149,21 +177,36 @@ def _what(op: str, m: int) -> str:
             "send_forward": f"send micro-batch {m}'s activation",
             "recv_backward": f"receive micro-batch {m}'s output gradient",
             "backward": f"backward micro-batch {m}",
-            "send_backward": f"send micro-batch {m}'s input gradient"}[op]
+            "send_backward": f"send micro-batch {m}'s input gradient",
+            "weight": f"compute micro-batch {m}'s weight gradients"}[op]
 
 
-def _required_ops(stage: int, num_stages: int) -> tuple[str, ...]:
-    """The ops each micro-batch needs on `stage`, in the only order they can run."""
+def is_split(schedule) -> bool:
+    """Whether a stage's list splits its backwards: it has `weight` actions."""
+    return any(getattr(a, "op", None) == "weight" for a in schedule)
+
+
+def _required_ops(stage: int, num_stages: int, split: bool = False) -> tuple[str, ...]:
+    """The ops each micro-batch needs on `stage`, in an order they can run (`weight` needs only
+    `backward` before it)."""
     first, last = stage == 0, stage == num_stages - 1
     return tuple(op for op in OPS
                  if not (first and op in ("recv_forward", "send_backward"))
-                 and not (last and op in ("send_forward", "recv_backward")))
+                 and not (last and op in ("send_forward", "recv_backward"))
+                 and (split or op != "weight"))
+
+
+def _prerequisite(required: tuple, op: str) -> str | None:
+    if op == "weight":
+        return "backward"
+    i = required.index(op)
+    return required[i - 1] if i > 0 else None
 
 
 def _check_stage(schedule, stage: int, num_stages: int, num_micro_batches: int) -> None:
     """One stage's list on its own: known actions, each needed action exactly once, in an order
     where every action's inputs exist. Errors name this stage and the offending action's index."""
-    required = _required_ops(stage, num_stages)
+    required = _required_ops(stage, num_stages, is_split(schedule))
     seen: dict[tuple[str, int], int] = {}
     for i, action in enumerate(schedule):
         where = f"stage {stage}, action {i}"
@@ -182,7 +225,7 @@ def _check_stage(schedule, stage: int, num_stages: int, num_micro_batches: int) 
         if (op, m) in seen:
             raise ScheduleError(f"{where} ({action}): a second {action}; the first is action {seen[op, m]}",
                                 stage, i, m)
-        before = required[required.index(op) - 1] if required.index(op) > 0 else None
+        before = _prerequisite(required, op)
         if before is not None and (before, m) not in seen:
             later = Action(before, m) in schedule[i + 1:]
             raise ScheduleError(f"{where} ({action}): it must {_what(before, m)} ({before} {m}) first"
@@ -212,6 +255,7 @@ class Timeline:
     stages: tuple[tuple[Span, ...], ...]
     forward_time: float
     backward_time: float
+    weight_time: float = 1.0    # of a split schedule's `weight`; its `backward` takes the rest of backward_time
 
     @property
     def makespan(self) -> float:
@@ -228,10 +272,11 @@ class Timeline:
 
 
 def simulate_schedules(schedules, forward_time: float = 1.0, backward_time: float = 2.0,
-                       num_micro_batches: int | None = None) -> Timeline:
+                       num_micro_batches: int | None = None, weight_time: float = 1.0) -> Timeline:
     """Check `schedules` (stage 0's list first) and run them in simulated time.
 
-    Each stage has a clock; a compute action takes `forward_time` or `backward_time`; a send is
+    Each stage has a clock; a compute action takes `forward_time` or `backward_time` (on a split
+    schedule `backward` takes backward_time - weight_time and `weight` weight_time); a send is
     free and never blocks; a receive waits until the neighbour made the matching send (transfers
     are instantaneous). Any stage that can move does; when none can and some are not done, the
     blocked receives form a cycle: a deadlock, raised as a ScheduleError naming the first blocked
@@ -247,6 +292,11 @@ def simulate_schedules(schedules, forward_time: float = 1.0, backward_time: floa
     _check_int("num_micro_batches", num_micro_batches, 1)
     for stage, schedule in enumerate(schedules):
         _check_stage(schedule, stage, num_stages, num_micro_batches)
+    if not 0 < weight_time < backward_time and any(is_split(s) for s in schedules):
+        raise ValueError(f"weight_time {weight_time} must lie between 0 and backward_time {backward_time}: "
+                         "a split backward is its input part plus its weight part")
+    durations = [{"forward": forward_time, "backward": backward_time - weight_time, "weight": weight_time}
+                 if is_split(s) else {"forward": forward_time, "backward": backward_time} for s in schedules]
 
     # every needed action is present exactly once on each stage, so every send has exactly one
     # matching receive on its neighbour and vice versa; what is left to find is a wait cycle
@@ -270,7 +320,7 @@ def simulate_schedules(schedules, forward_time: float = 1.0, backward_time: floa
                     sent[s, _peer(s, op), direction, m] = clock[s]
                 else:
                     start = clock[s]
-                    clock[s] += forward_time if op == "forward" else backward_time
+                    clock[s] += durations[s][op]
                     spans[s].append(Span(op, m, start, clock[s], pc[s]))
                 pc[s] += 1
                 progressed = True
@@ -283,7 +333,7 @@ def simulate_schedules(schedules, forward_time: float = 1.0, backward_time: floa
         first = schedules[blocked[0]][pc[blocked[0]]]
         raise ScheduleError("deadlock: " + "; ".join(waits) + " (each send they wait for comes after a "
                             "receive that is blocked)", blocked[0], pc[blocked[0]], first.micro_batch)
-    return Timeline(tuple(tuple(s) for s in spans), forward_time, backward_time)
+    return Timeline(tuple(tuple(s) for s in spans), forward_time, backward_time, weight_time)
 
 
 def check_schedules(schedules) -> None:
@@ -301,17 +351,21 @@ def check_schedules(schedules) -> None:
 
 def peak_in_flight(schedule) -> int:
     """The most micro-batches whose activations one stage holds at once (forwarded, not yet
-    backwarded): GPipe's M, 1F1B's min(P - stage, M). Activation memory scales with it."""
+    backwarded): GPipe's M, 1F1B's min(P - stage, M). Activation memory scales with it. On a split
+    schedule a micro-batch is held until its `weight` (after its backward, only the Linear layers'
+    inputs and output gradients): 1f1b-split's M."""
     held = peak = 0
+    release = "weight" if is_split(schedule) else "backward"
     for action in schedule:
-        held += {"forward": 1, "backward": -1}.get(action.op, 0)
+        held += {"forward": 1, release: -1}.get(action.op, 0)
         peak = max(peak, held)
     return peak
 
 
 def format_schedules(schedules, forward_time: int = 1, backward_time: int = 2) -> str:
     """Each stage's simulated timeline, one line per stage, one column per time unit: `F3` a
-    forward, `B3` and its dashes a backward, `.` idle. Checks the schedules first."""
+    forward, `B3` and its dashes a backward, `W3` a split schedule's weight gradients (1 unit of
+    the backward's), `.` idle. Checks the schedules first."""
     timeline = simulate_schedules(schedules, forward_time, backward_time)
     labels = [f"{s.op[0].upper()}{s.micro_batch}" for spans in timeline.stages for s in spans]
     width = max(len(label) for label in labels)
@@ -327,6 +381,9 @@ def format_schedules(schedules, forward_time: int = 1, backward_time: int = 2) -
             drawn = label.ljust(width) if length == 1 else label.ljust(length * (width + 1) - 1, "-")
             cells[start:start + length] = [drawn] + [""] * (length - 1)
         lines.append(f"{f'stage {stage}':<{name_width}} | " + " ".join(c for c in cells if c).rstrip())
-    lines.append(f"{'':<{name_width}}   F = forward ({forward_time} unit), B = backward ({backward_time} units), "
+    split = any(s.op == "weight" for spans in timeline.stages for s in spans)
+    backward = (f"B = input gradients ({backward_time - 1} unit{'s' if backward_time != 2 else ''}), "
+                "W = weight gradients (1 unit)") if split else f"B = backward ({backward_time} units)"
+    lines.append(f"{'':<{name_width}}   F = forward ({forward_time} unit), {backward}, "
                  f". = idle; bubble {timeline.bubble_fraction():.1%}")
     return "\n".join(lines)

@@ -20,19 +20,20 @@ each train_step (point-to-point with the neighbouring stages, the first one also
 over pipe_comm, then the gradient sum over dp_comm)."""
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
 import numpy
 
 from ... import autograd, random
-from ...autograd import Tensor, no_grad
+from ...autograd import Tensor, WeightGradStash, defer_weight_grads, no_grad
 from ...data import shard_bounds
 from ...nn import Module, functional
 from .. import p2p, trace
 from ..reducer import Reducer, bucket_cap_bytes
 from .partition import check_pipeline_model
-from .schedule import build_schedule, build_schedules, check_schedules
+from .schedule import build_schedule, build_schedules, check_schedules, is_split
 
 LOSSES = {"cross_entropy": lambda out, y: functional.cross_entropy(out, y, reduction="sum")}
 
@@ -53,14 +54,17 @@ class PipelineStats:
     counters). `recv_wait_s` is the time blocked in receives, the stage waiting on its neighbours:
     the bubble is its share of `step_s`. `activation_bytes[m]` is what micro-batch m holds for its
     backward from its forward to its backward (the arrays its autograd graph saved, the received
-    input included, parameters not); `peak_activation_bytes` is the most held at once. Messages and
-    bytes count the sent activations and gradients (each also sends a small shape-and-dtype header)."""
+    input included, parameters not); on a split schedule `weight_stash_bytes[m]` is what it then
+    holds from its backward to its weight action (each Linear's input and output gradient);
+    `peak_activation_bytes` is the most held at once, both kinds counted. Messages and bytes count
+    the sent activations and gradients (each also sends a small shape-and-dtype header)."""
     step_s: float = 0.0
     recv_wait_s: float = 0.0
     messages_sent: int = 0
     bytes_sent: int = 0
     peak_activation_bytes: int = 0
     activation_bytes: dict = field(default_factory=dict)
+    weight_stash_bytes: dict = field(default_factory=dict)
 
     @property
     def bubble(self) -> float:
@@ -114,7 +118,7 @@ class PipelineStage(Module):
         model: an nn.Sequential (see `partition`); BatchNorm is refused.
         grid: a ProcessGrid; this rank runs stage `grid.stage` of replica `grid.replica`.
         bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`).
-        schedule: "1f1b" or "gpipe" (distbp.distributed.pipeline.build_schedule).
+        schedule: a name in SCHEDULES: "1f1b", "gpipe", "1f1b-slack" or "1f1b-split" (build_schedule).
         loss: "cross_entropy" or a callable (output, target) -> the SUM of per-sample losses.
         reduce_gradients: sum the gradients over the replicas (grid.dp_comm) at the end of each
             train_step; False leaves each replica its own, for a ZeroRedundancyOptimizer over
@@ -217,10 +221,17 @@ class PipelineStage(Module):
             self._checked.add(m_count)
         step = self.steps if step is None else int(step)
         edges = [lo + a for a in numpy.cumsum([0] + [len(c) for c in numpy.array_split(range(rows), m_count)])]
-        run = _Run(self, X, y, edges, lo, step, int(global_batch))
-        for action in build_schedule(self.schedule, grid.num_stages, m_count, grid.stage):
-            with trace.span(action.op, step=step, micro_batch=action.micro_batch):   # a no-op unless --trace
-                getattr(run, action.op)(action.micro_batch)
+        actions = build_schedule(self.schedule, grid.num_stages, m_count, grid.stage)
+        run = _Run(self, X, y, edges, lo, step, int(global_batch), is_split(actions))
+        for op, group in itertools.groupby(actions, key=lambda a: a.op):
+            if op == "weight":  # consecutive weight actions: one product per weight for all of them
+                micro_batches = [a.micro_batch for a in group]
+                with trace.span("weight", step=step, micro_batch=micro_batches[0]):   # a no-op unless --trace
+                    run.weight(micro_batches)
+                continue
+            for action in group:
+                with trace.span(op, step=step, micro_batch=action.micro_batch):
+                    getattr(run, op)(action.micro_batch)
         run.finish()
         if self.reducer is not None:
             self.reducer.reduce_gradients()
@@ -264,8 +275,10 @@ class PipelineStage(Module):
 class _Run:
     """The state of one train_step: what each micro-batch's backward needs, and the sends in flight."""
 
-    def __init__(self, stage, X, y, edges, lo, step, global_batch):
+    def __init__(self, stage, X, y, edges, lo, step, global_batch, split=False):
         self.stage, self.grid, self.comm = stage, stage.grid, stage.grid.pipe_comm
+        self.split = split  # backward computes input gradients only; `weight` the deferred rest
+        self.stashes = {}  # micro-batch -> its WeightGradStash, from its backward to its weight action
         self.X, self.y, self.edges, self.lo = X, y, edges, lo
         self.step, self.global_batch = step, global_batch
         self.inputs, self.outputs, self.grads = {}, {}, {}
@@ -316,11 +329,30 @@ class _Run:
     def backward(self, m):
         out = self.outputs.pop(m)
         grads = None if self.grid.is_last_stage else [self.grads.pop(m)]
+        self.held -= self.stats.activation_bytes[m]
         # A first stage without parameters (a reshape, say) has nothing to differentiate: its
         # input is the data, so its output does not require grad.
+        if not self.split:
+            if out.requires_grad:
+                autograd.backward([out], grads)
+            return
+        stash = self.stashes[m] = WeightGradStash()
         if out.requires_grad:
-            autograd.backward([out], grads)
-        self.held -= self.stats.activation_bytes[m]
+            with defer_weight_grads(stash):
+                autograd.backward([out], grads)
+        # the graph is freed; what the weight gradients need (Linear inputs and output gradients) stays
+        self.stats.weight_stash_bytes[m] = stash.nbytes
+        self.held += stash.nbytes
+        self.stats.peak_activation_bytes = max(self.stats.peak_activation_bytes, self.held)
+
+    def weight(self, micro_batches):
+        """The deferred weight gradients of `micro_batches`, one product per weight over all their rows
+        (in micro-batch order, so the result does not depend on where the schedule put them)."""
+        merged = WeightGradStash()
+        for m in sorted(micro_batches):
+            merged.extend(self.stashes.pop(m))
+            self.held -= self.stats.weight_stash_bytes[m]
+        merged.flush()
 
     def send_backward(self, m):
         x = self.inputs.pop(m)
@@ -338,6 +370,7 @@ class _Run:
         for request, _ in self.sends:
             request.wait()
         self.sends = []
-        if self.outputs or self.inputs or self.grads:
+        if self.outputs or self.inputs or self.grads or self.stashes:
             raise RuntimeError(f"stage {self.grid.stage}: the schedule left micro-batches "
-                               f"{sorted(set(self.outputs) | set(self.inputs) | set(self.grads))} without a backward")
+                               f"{sorted(set(self.outputs) | set(self.inputs) | set(self.grads) | set(self.stashes))} "
+                               "without a backward or weight action")
