@@ -13,12 +13,12 @@ allgather of a digest each, details only on a mismatch) refuse that with one lin
 from __future__ import annotations
 
 import hashlib
-
-import numpy
+import json
 
 from .. import _env
 from ..distributed.agreement import SettingsMismatchError, check_same, describe_difference
 from ..distributed.data_parallel import model_layout
+from .fingerprint import dataset_fingerprint
 
 _ROOT_ONLY = ("checkpoint_dir", "log_dir", "progress", "dataset")
 _ADVICE = "give every rank the same settings"
@@ -33,13 +33,10 @@ def check_settings(comm, cfg) -> None:
 
 
 def data_digest(data) -> str:
-    """A digest of a Dataset's splits (features and labels, their shapes and dtypes) and task."""
-    h = hashlib.sha256(f"{data.task} {data.num_classes} {data.input_shape}".encode())
-    for X, y in (data.train, data.val, data.test):
-        for a in (X, y):
-            h.update(f"{a.shape} {a.dtype}".encode())
-            h.update(numpy.ascontiguousarray(a))
-    return h.hexdigest()[:16]
+    """A digest of a Dataset: its task and its fingerprint (sizes, shapes, dtypes, all labels and
+    sampled rows), so a memory-mapped dataset is not read whole on every rank."""
+    text = json.dumps([data.task, data.num_classes, list(data.input_shape), dataset_fingerprint(data)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_data_and_model(comm, data, model, dataset: str) -> None:
