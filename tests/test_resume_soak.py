@@ -16,10 +16,10 @@ from safetensors.numpy import load_file
 from distbp.training import checkpoint
 
 CYCLES = int(os.environ.get("DISTBP_SOAK_CYCLES", "50"))
-# xor: 700 training samples, batch 20: 35 steps an epoch, 175 in all; adam and dropout: optimizer and RNG state
-ARGS = ["--no-progress", "--dataset", "xor", "--hidden", "8", "--batch-size", "20", "--epochs", "5", "--optimizer",
+# xor: 700 training samples, batch 20: 35 steps an epoch, 350 in all; adam and dropout: optimizer and RNG state
+ARGS = ["--no-progress", "--dataset", "xor", "--hidden", "8", "--batch-size", "20", "--epochs", "10", "--optimizer",
         "adam", "--lr", "0.01", "--dropout", "0.2", "--checkpoint-every", "1"]
-TOTAL = 175
+TOTAL = 350
 
 pytestmark = [pytest.mark.skipif(not jobs.MPIEXEC.exists() or not os.path.isdir("/proc"),
                                  reason="needs mpiexec and /proc"), pytest.mark.timeout(900)]
@@ -32,8 +32,10 @@ def _step(folder) -> int:
 
 def _kill_at_random(proc, tag: str, folder, rng: random.Random) -> bool:
     """Kill the job at a random moment; False when it ended by itself first (the run was complete)."""
-    if rng.random() < 0.3:
-        time.sleep(rng.uniform(0.0, 1.5))
+    if rng.random() < 0.3:   # start-up, the claim of the folder or the first step: a random time, cut short
+        first, until = _step(folder), time.monotonic() + rng.uniform(0.0, 1.5)   # by the first new checkpoint
+        while time.monotonic() < until and _step(folder) == first and proc.poll() is None:
+            time.sleep(0.002)
     else:
         target = min(_step(folder) + rng.randint(1, 4), TOTAL)
         deadline = time.monotonic() + 120
