@@ -3,7 +3,8 @@
 `SelfComm`, a world of one whose collectives are identities.
 
 One file per backend: base.py (the interface), self.py, mpi.py, shm.py (node shared-memory
-allreduce), watchdog.py (deadlines and fingerprints for every MPI call).
+allreduce), hierarchical.py (shared memory within hosts, MPI between), watchdog.py (deadlines and
+fingerprints for every MPI call).
 """
 from __future__ import annotations
 

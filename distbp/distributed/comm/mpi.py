@@ -14,6 +14,7 @@ import numpy
 
 from ... import backend
 from .base import Communicator, Request, _check_op, slice_bounds
+from .hierarchical import HierarchicalAllreduce, HostBuffers, host_layout
 from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
 
@@ -67,9 +68,12 @@ class MPIComm(Communicator):
         self.size = self.comm.Get_size()
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self.watchdog = Watchdog(self.comm, timeout, debug)
-        self._node = None   # the ranks on this machine, made by the first alloc_buffer
+        self._node = None   # the ranks on this machine (_node_group)
         self._shared = {}   # id(array) -> SharedSegments, for arrays from alloc_buffer
-        self._in_flight = []  # SharedAllreduce requests not finished yet
+        self._layout = None  # (this host's index, the ranks of every host)
+        self._cross = None   # local rank r of every host, when all hosts have as many ranks
+        self._hierarchical = {}  # id(array) -> HostBuffers, for arrays from alloc_buffer across hosts
+        self._in_flight = []  # shared-memory and hierarchical requests not finished yet
 
     def _op(self, op):
         return self._ops[_check_op(op)]
@@ -82,13 +86,54 @@ class MPIComm(Communicator):
     def alloc_buffer(self, numel, dtype, xp=numpy):
         if xp is not numpy or self.size == 1 or numel < self.size or os.environ.get("DISTBP_SHM_ALLREDUCE") == "0":
             return xp.empty(numel, dtype=dtype)
-        if self._node is None:  # the ranks that share this machine (collective, once)
-            self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
-        if self._node.Get_size() != self.size:  # ranks on several machines: MPI moves the bytes
-            return xp.empty(numel, dtype=dtype)
+        if self._node_group().Get_size() != self.size:  # ranks on several machines
+            return self._alloc_across_hosts(numel, dtype)
         segments = SharedSegments(self.MPI, self._node, numel, dtype)
         self._shared[id(segments.mine)] = segments
         return segments.mine
+
+    def _node_group(self):
+        """The ranks that share this machine (collective on first call)."""
+        if self._node is None:
+            pretend = os.environ.get("DISTBP_RANKS_PER_HOST", "")
+            if pretend.isdigit() and int(pretend) > 0:  # tests: hosts of N consecutive world ranks
+                host = self.MPI.COMM_WORLD.Get_rank() // int(pretend)
+                self._node = self.comm.Split(host, self.rank)
+            else:
+                self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
+        return self._node
+
+    def _host_layout(self) -> tuple:
+        """(this host's index, the ranks of every host); also makes the cross communicator when
+        there are several hosts with as many ranks each. Collective on first call."""
+        if self._layout is None:
+            self._layout = host_layout(self.MPI, self.comm, self._node_group())
+            host, members = self._layout
+            if (len(members) > 1 and len({len(m) for m in members}) == 1
+                    and os.environ.get("DISTBP_HIERARCHICAL_ALLREDUCE") != "0"):
+                self._cross = self.comm.Split(self._node.Get_rank(), host)
+        return self._layout
+
+    def hosts(self) -> list:
+        return [[0]] if self.size == 1 else [list(m) for m in self._host_layout()[1]]
+
+    def _alloc_across_hosts(self, numel, dtype):
+        """Shared memory within each host and MPI between (hierarchical.py) when every host runs as
+        many ranks; else a plain array, which MPI's allreduce moves."""
+        self._host_layout()
+        if self._cross is None:
+            return numpy.empty(numel, dtype=dtype)
+        buffers = HostBuffers(self.MPI, self._node, self._cross, numel, dtype)
+        self._hierarchical[id(buffers.mine)] = buffers
+        return buffers.mine
+
+    def buffer_path(self, array) -> str:
+        if self.size == 1:
+            return "none"
+        if self.uses_shared_memory(array):
+            return "shared memory"
+        seg = self._hierarchical.get(id(array))
+        return "hierarchical" if seg is not None and seg.mine is array else "mpi"
 
     def uses_shared_memory(self, array) -> bool:
         """Whether a sum-allreduce of `array` goes through node shared memory (see alloc_buffer)."""
@@ -99,6 +144,8 @@ class MPIComm(Communicator):
         rec = self.watchdog.begin("iallreduce", array)
         if _check_op(op) == "sum" and self.uses_shared_memory(array):
             return SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight)
+        if op == "sum" and self.buffer_path(array) == "hierarchical":
+            return HierarchicalAllreduce(self._hierarchical[id(array)], self.watchdog, rec, self._in_flight)
         buf, staged = _host(array)
         req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._op(op))
         return _MPIRequest(self, req, rec, array, buf if staged else None)
@@ -144,6 +191,9 @@ class MPIComm(Communicator):
         if _check_op(op) == "sum" and self.uses_shared_memory(array):
             rec = self.watchdog.begin("reduce_scatter_slices", array)
             SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight, REDUCE_SCATTER).wait()
+            return array[lo:hi]
+        if _check_op(op) == "sum" and self.buffer_path(array) == "hierarchical":  # the allreduce's bits
+            self.iallreduce(array).wait()
             return array[lo:hi]
         buf, staged = _host(array)
         counts = numpy.diff(bounds).tolist()

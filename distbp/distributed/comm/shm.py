@@ -16,8 +16,8 @@ moves the bytes through the kernel (CMA) in both directions. On the 2-core machi
 watchdog. The same segments and slices give a reduce-scatter (barrier, step 2, barrier: slice r of
 rank r's segment holds the sum, the same bits as the allreduce's) and an allgather (each rank has
 written its slice r into its own segment; barrier, step 3, barrier), which the sharded optimizer
-(ZeRO) uses. Across machines `MPIComm.alloc_buffer` returns a plain array and MPI does the work (a
-hierarchical version, shared memory within each machine, would be the next step).
+(ZeRO) uses. Across machines, hierarchical.py runs these same phases within each machine and MPI
+between them.
 """
 from __future__ import annotations
 
