@@ -58,6 +58,11 @@ class HostBuffers:
         width = self.counts[self.host]
         self.received = numpy.empty((self.hosts, width), dtype=self.mine.dtype)
 
+    def free(self) -> None:
+        """Collective: release the window and the communicator (before MPI_Finalize)."""
+        self.segments.free()
+        self.cross.Free()
+
     def start_exchange(self):
         """Piece h of my slice to host h; every host's copy of my piece into `received`."""
         width = self.counts[self.host]

@@ -7,6 +7,7 @@ another subclass with the same methods; today cupy arrays are staged through hos
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 
@@ -74,6 +75,7 @@ class MPIComm(Communicator):
         self._cross = None   # local rank r of every host, when all hosts have as many ranks
         self._hierarchical = {}  # id(array) -> HostBuffers, for arrays from alloc_buffer across hosts
         self._in_flight = []  # shared-memory and hierarchical requests not finished yet
+        self._windows = []    # SharedSegments and HostBuffers, freed at exit
 
     def _op(self, op):
         return self._ops[_check_op(op)]
@@ -90,7 +92,23 @@ class MPIComm(Communicator):
             return self._alloc_across_hosts(numel, dtype)
         segments = SharedSegments(self.MPI, self._node, numel, dtype)
         self._shared[id(segments.mine)] = segments
+        self._keep_until_exit(segments)
         return segments.mine
+
+    def _keep_until_exit(self, buffers) -> None:
+        """Free shared windows at exit, before mpi4py finalizes MPI (atexit runs last-in first-out):
+        MPICH's libfabric netmod fails MPI_Finalize ("fabricclose failed ... Device or resource
+        busy") while a window is still allocated. Every rank allocated the same windows in the same
+        order, so every rank frees them in that order."""
+        if not self._windows:
+            atexit.register(self._free_windows)
+        self._windows.append(buffers)
+
+    def _free_windows(self) -> None:
+        if not self.MPI.Is_finalized():
+            for buffers in self._windows:
+                buffers.free()
+        self._windows.clear()
 
     def _node_group(self):
         """The ranks that share this machine (collective on first call)."""
@@ -125,6 +143,7 @@ class MPIComm(Communicator):
             return numpy.empty(numel, dtype=dtype)
         buffers = HostBuffers(self.MPI, self._node, self._cross, numel, dtype)
         self._hierarchical[id(buffers.mine)] = buffers
+        self._keep_until_exit(buffers)
         return buffers.mine
 
     def buffer_path(self, array) -> str:

@@ -46,6 +46,12 @@ class SharedSegments:
         self.bounds = slice_bounds(numel, size)
         self.rank = rank
 
+    def free(self) -> None:
+        """Collective over the node: release the window (before MPI_Finalize, see MPIComm)."""
+        self.win.Unlock_all()
+        self.win.Free()
+        self.node.Free()
+
     def reduce_my_slice(self) -> None:
         """Slice `rank` of the sum over all segments, added in rank order, into my segment."""
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
