@@ -7,7 +7,7 @@ bucket (`MPIComm.alloc_buffer`) runs in three stages:
    with slice r (of L) of its host's sum;
 2. between hosts, local rank r talks only to the local ranks r of the other hosts (the "cross"
    communicator, one member per host): it cuts its slice into H pieces, sends piece h to host h
-   (an all-to-all), adds the H copies of its own piece in host order 0, 1, ..., H-1, and
+   (an all-to-all, as point-to-point messages), adds the H copies of its own piece in host order 0, 1, ..., H-1, and
    all-gathers the pieces back into its slice;
 3. within each host, every rank copies the other slices from their owners' segments (shm.py's
    allgather).
@@ -64,11 +64,16 @@ class HostBuffers:
         self.cross.Free()
 
     def start_exchange(self):
-        """Piece h of my slice to host h; every host's copy of my piece into `received`."""
-        width = self.counts[self.host]
-        send = [self.slice, (self.counts, self.pieces[:-1])]
-        recv = [self.received, ([width] * self.hosts, [width * h for h in range(self.hosts)])]
-        return self.cross.Ialltoallv(send, recv)
+        """Piece h of my slice to host h; every host's copy of my piece into `received` (row h from
+        host h). Point-to-point: MPICH's Ialltoallv of the same bytes took ~5x as long over TCP."""
+        lo, hi = self.pieces[self.host], self.pieces[self.host + 1]
+        self.received[self.host] = self.slice[lo:hi]
+        requests = []
+        for h in range(self.hosts):
+            if h != self.host:
+                requests.append(self.cross.Irecv(self.received[h], source=h))
+                requests.append(self.cross.Isend(self.slice[self.pieces[h]:self.pieces[h + 1]], dest=h))
+        return _AllOf(self.MPI, requests)
 
     def sum_my_piece(self) -> None:
         """My piece of the slice = the hosts' copies added in host order."""
@@ -84,6 +89,16 @@ class HostBuffers:
     def start_share(self):
         """Every host's piece of my slice, from the rank that summed it."""
         return self.cross.Iallgatherv(self.MPI.IN_PLACE, [self.slice, (self.counts, self.pieces[:-1])])
+
+
+class _AllOf:
+    """Several MPI requests as one, for the waits and tests that take one."""
+
+    def __init__(self, MPI, requests: list):
+        self.MPI, self.requests = MPI, requests
+
+    def Test(self) -> bool:  # MPI's name: it stands in for MPI requests
+        return self.MPI.Request.Testall(self.requests)
 
 
 class HierarchicalAllreduce:
