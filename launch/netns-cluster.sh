@@ -45,6 +45,7 @@ cmd_up() {
   local dir; dir=$(state_dir "$name")
   [ -e "$dir" ] && die "cluster '$name' exists already ($dir); run: $0 down $name"
   mkdir -p "$dir"
+  trap 'cmd_down "$name"' ERR  # a half-made cluster is removed again
   # A subnet per cluster (10.X.Y.0/24 from the name): it exists only inside these namespaces anyway.
   local sum; sum=$(printf '%s' "$name" | cksum | cut -d' ' -f1)
   local net="10.$(( 100 + sum % 100 )).$(( (sum / 100) % 250 + 1 ))"
@@ -90,6 +91,7 @@ status=\$?
 exit \$status
 EOF
   chmod +x "$dir/launcher"
+  trap - ERR
 }
 
 need_cluster() {
@@ -113,6 +115,7 @@ cmd_run() {
     esac
   done
   [ $# -gt 0 ] || die "run: no command given" 2
+  [[ "$ppn" =~ ^[1-9][0-9]*$ ]] || die "run: -ppn $ppn: use a positive number of ranks per host" 2
   use=${use:-$hosts}
   [[ "$use" =~ ^[0-9]+$ ]] && [ "$use" -ge 1 ] && [ "$use" -le "$hosts" ] \
     || die "run: -hosts $use: the cluster has $hosts host(s)" 2
@@ -164,17 +167,14 @@ cmd_revive() {
 cmd_down() {
   local name=$1
   check_name "$name"
-  local dir hosts k ns
-  dir=$(state_dir "$name")
-  hosts=$(cat "$dir/hosts" 2>/dev/null || echo 0)
-  for ((k = 0; k < hosts; k++)); do
-    ns=$(host_ns "$name" "$k")
+  local ns
+  # every namespace of this cluster, also when `up` stopped half way or the state folder is gone
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$name-(h[0-9]+|sw)\$" || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "/etc/netns/$ns"
   done
-  ip netns del "$name-sw" 2>/dev/null || true
-  rm -rf "$dir"
+  rm -rf "$(state_dir "$name")"
 }
 
 [ $# -ge 2 ] || usage
