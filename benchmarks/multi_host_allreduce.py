@@ -5,7 +5,9 @@ DISTBP_HIERARCHICAL_ALLREDUCE=0, MPI's flat allreduce over all ranks).
     launch/netns-cluster.sh run NAME -ppn 2 -- python benchmarks/multi_host_allreduce.py
 
 Prints one JSON object (rank 0): the path the buckets took; for a 25 MB bucket (DDP's default size)
-the median allreduce time and the bytes every host sent per allreduce; for DDP on the MLP
+the median allreduce time and the bytes every host sent per allreduce, the same for MPI's allreduce
+of a plain array of that size in the same job, and the median of paired ratios (MPI's time over the
+bucket's, the two alternating); for DDP on the MLP
 784-1024-1024-10 (float32, 256 samples per rank) the median step time and bytes sent per step.
 Bytes are the kernel's count of what left each host's network interfaces (headers included), read
 from /sys/class/net/*/statistics/tx_bytes on one rank per host, summed over hosts."""
@@ -37,13 +39,13 @@ def tx_bytes() -> int:
     return total
 
 
-def between_hosts(comm, node_rank: int, work) -> tuple:
-    """(median seconds of `work()`, bytes all hosts sent per call), over REPEATS timed calls."""
+def between_hosts(comm, node_rank: int, work, repeats: int = REPEATS) -> tuple:
+    """(median seconds of `work()`, bytes all hosts sent per call), over `repeats` timed calls."""
     work()   # warm-up: first touch of the pages, connections
     comm.barrier()
     before = tx_bytes() if node_rank == 0 else 0
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         comm.barrier()
         t0 = time.perf_counter()
         work()
@@ -52,7 +54,7 @@ def between_hosts(comm, node_rank: int, work) -> tuple:
     sent = numpy.array([tx_bytes() - before if node_rank == 0 else 0], dtype=numpy.float64)
     comm.allreduce(sent)
     seconds = max(comm.allgather(numpy.array([statistics.median(times)])))[0]
-    return float(seconds), float(sent[0]) / REPEATS
+    return float(seconds), float(sent[0]) / repeats
 
 
 def main() -> None:
@@ -65,6 +67,14 @@ def main() -> None:
     def allreduce():
         comm.iallreduce(bucket).wait()
     t_bucket, bytes_bucket = between_hosts(comm, node_rank, allreduce)
+    # MPI's own allreduce of the same bytes in the same job, alternating with the bucket's: a slow
+    # spell of the shared machine then hits both alike (paired ratios)
+    plain = numpy.full(bucket.size, float(comm.rank), dtype=numpy.float32)
+    pairs = []
+    for _ in range(REPEATS):
+        pairs.append((between_hosts(comm, node_rank, lambda: comm.allreduce(plain), repeats=1)[0],
+                      between_hosts(comm, node_rank, allreduce, repeats=1)[0]))
+    t_flat, bytes_flat = between_hosts(comm, node_rank, lambda: comm.allreduce(plain))
 
     db.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
@@ -85,6 +95,8 @@ def main() -> None:
                           "bucket_path": comm.buffer_path(bucket), "ddp_bucket_paths": paths,
                           "bucket_mb": bucket.nbytes / 2**20, "allreduce_25mb_ms": 1e3 * t_bucket,
                           "allreduce_25mb_bytes_between_hosts": bytes_bucket,
+                          "mpi_allreduce_25mb_ms": 1e3 * t_flat, "mpi_allreduce_25mb_bytes_between_hosts": bytes_flat,
+                          "mpi_over_bucket_paired_median": statistics.median(f / b for f, b in pairs),
                           "mlp_bytes_reduced_per_step": ddp.reducer.bytes_per_sync,
                           "mlp_step_ms": 1e3 * t_step, "mlp_bytes_between_hosts_per_step": bytes_step}))
 
