@@ -47,6 +47,10 @@ SETTINGS = {
                                   "pause between MPI Test() calls once a wait stops spinning"),
     "DISTBP_WAIT_BUSY_TESTS": Setting(int, 64, 0, 1_000_000, "", "Test() calls before a wait starts napping"),
     "DISTBP_SHM_ALLREDUCE": Setting(bool, True, help="reduce DDP buckets through node shared memory"),
+    "DISTBP_HIERARCHICAL_ALLREDUCE": Setting(bool, True, help="across hosts: shared memory within each host, MPI "
+                                             "between hosts (comm/hierarchical.py)"),
+    "DISTBP_RANKS_PER_HOST": Setting(int, 0, 0, 1 << 20, "", "tests: pretend hosts of N consecutive ranks (0: the "
+                                     "real hosts)"),
     "DISTBP_RETAIN_FREED_MEMORY": Setting(bool, True, help="keep freed memory in the heap for reuse (glibc)"),
 }
 

@@ -31,6 +31,12 @@ from .distributed.gpu import DeviceError, last_choice, pin_device, setup_cuda
 from .distributed.runtime import local_size
 
 BANDWIDTH_MB = 16  # the allreduce size the bus bandwidth is quoted at (docs/distributed.md)
+BUCKETS = (("4 KB", 1024), ("25 MB", 25 * 2**20 // 4))  # DDP's default bucket size is 25 MB
+_PATHS = {"none": lambda hosts: "a world of one (no communication)",
+          "shared memory": lambda hosts: "node shared memory",
+          "hierarchical": lambda hosts: f"shared memory within each of {len(hosts)} hosts and MPI between them",
+          "mpi": lambda hosts: "MPI" + (" (hosts run different numbers of ranks)"
+                                        if len({len(h) for h in hosts}) > 1 else "")}
 
 
 def _version(module_name: str) -> str | None:
@@ -120,14 +126,24 @@ def check_collectives(comm) -> tuple[list, dict]:
                  f"(expected {want:g})")
     value = comm.bcast(numpy.array([42.0 if r == 0 else -1.0]))[0]
     lines.append(("OK  " if value == 42.0 else "FAIL") + f" broadcast from rank 0: {value:g} (expected 42)")
-    bucket = comm.alloc_buffer(1024, numpy.float32)  # how DDP allocates its gradient buckets
-    bucket[...] = r + 1
-    comm.iallreduce(bucket).wait()
-    shared = bool(getattr(comm, "uses_shared_memory", lambda a: False)(bucket))
-    ok = bool(numpy.all(bucket == want))
-    lines.append(("OK  " if ok else "FAIL") + " gradient-bucket allreduce through "
-                 + ("node shared memory" if shared else "MPI" if n > 1 else "a world of one (no communication)"))
-    figures["bucket_path"] = "shared memory" if shared else "mpi" if n > 1 else "none"
+    hosts = comm.hosts()
+    figures["hosts"] = len(hosts)
+    paths = {}
+    for label, numel in BUCKETS:  # how DDP allocates its gradient buckets, and what moves them
+        bucket = comm.alloc_buffer(numel, numpy.float32)
+        times = []
+        for _ in range(3):  # the first call also maps the fresh pages
+            bucket[...] = r + 1
+            t0 = time.perf_counter()
+            comm.iallreduce(bucket).wait()
+            times.append(time.perf_counter() - t0)
+        path = paths[label] = comm.buffer_path(bucket)
+        ok = bool(numpy.all(bucket == want))
+        lines.append(("OK  " if ok else "FAIL") + f" {label} gradient-bucket allreduce through {_PATHS[path](hosts)}"
+                     + (f": {1e3 * min(times[1:]):.2f} ms" if n > 1 else ""))
+        del bucket
+    figures["bucket_paths"] = paths
+    figures["bucket_path"] = paths[BUCKETS[0][0]]
     if n > 1:
         buf = numpy.ones(BANDWIDTH_MB * 2**20 // 4, dtype=numpy.float32)
         times = []
@@ -180,8 +196,9 @@ def diagnose(comm) -> dict:
     lines += version_mismatches(ranks) + oversubscription(ranks)
     if ranks[0]["mpiexec"] is None:
         lines.append("WARN no mpiexec next to this python or on PATH: `pip install mpich` (or use your MPI's)")
+    hosts = comm.hosts()
     return {"world_size": comm.size, "ranks_per_host": local_size(comm), "ranks": ranks,
-            "checks": lines, **figures}
+            "host_ranks": [{"host": ranks[h[0]]["host"], "ranks": h} for h in hosts], "checks": lines, **figures}
 
 
 def _print_report(report: dict) -> None:
@@ -193,12 +210,24 @@ def _print_report(report: dict) -> None:
     print(f"BLAS: {', '.join(first['blas']) or 'not found by threadpoolctl'}")
     print(f"safetensors {first['safetensors'] or 'MISSING'}, tqdm {first['tqdm'] or 'MISSING'}; "
           f"GPUs: {first['gpus']}")
-    print(f"{report['world_size']} rank(s):")
+    hosts = report["host_ranks"]
+    print(f"{report['world_size']} rank(s) on {len(hosts)} host(s): "
+          + ", ".join(f"{h['host']} (ranks {_ranges(h['ranks'])})" for h in hosts))
     for r, info in enumerate(report["ranks"]):
         print(f"  rank {r}: host {info['host']} pid {info['pid']}, {info['cpus']} cores, "
               f"BLAS {', '.join(info['blas']) or '-'}")
     for line in report["checks"]:
         print(line)
+
+
+def _ranges(ranks: list) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    runs, start = [], ranks[0]
+    for a, b in zip(ranks, ranks[1:] + [None]):
+        if b != a + 1:
+            runs.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(runs)
 
 
 def main(argv=None) -> int:

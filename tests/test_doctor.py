@@ -29,7 +29,7 @@ def test_more_ranks_or_threads_than_cores_on_a_host_is_a_warning():
 def test_a_world_of_one_passes_and_reports_versions(capsys):
     assert doctor.main([]) == 0
     out = capsys.readouterr().out
-    assert "numpy" in out and "1 rank(s):" in out
+    assert "numpy" in out and "1 rank(s) on 1 host(s):" in out
     assert "OK   allreduce: sum of rank+1 over 1 ranks = 1" in out
     assert "FAIL" not in out
 

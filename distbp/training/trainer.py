@@ -63,7 +63,7 @@ from ..distributed import (
 from ..distributed.grid import ProcessGrid
 from ..distributed.pipeline import PipelineStage, partition
 from ..distributed.tensor_parallel import linear_pairs, parallelize
-from . import checkpoint, deterministic, grid_state, registry, user_code
+from . import checkpoint, deterministic, fault, grid_state, registry, user_code
 from .config import partition_method
 from .metrics import classification_summary, confusion_matrix, regression_summary, regression_sums
 
@@ -254,6 +254,7 @@ class Trainer:
         self.position += 1
         if self.batches_per_epoch and self.position == self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
+        fault.after_step(self.comm.rank, self.global_step)   # DISTBP_FAULT (restart tests)
 
     def num_micro_batches(self, global_batch: int) -> int:
         return micro_batch_count(global_batch, self.grid.dp_size, self.grid.num_stages, self.micro_batches,

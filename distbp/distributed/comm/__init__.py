@@ -3,8 +3,9 @@
 `SelfComm`, a world of one whose collectives are identities.
 
 One file per backend: base.py (the interface), self.py, mpi.py, shm.py (node shared-memory
-allreduce), watchdog.py (deadlines and fingerprints for every MPI call); for GPU arrays device.py
-(routing), nccl.py and cuda_mpi.py, chosen by distbp/distributed/gpu.py.
+allreduce), hierarchical.py (shared memory within hosts, MPI between), watchdog.py (deadlines and
+fingerprints for every MPI call); for GPU arrays device.py (routing), nccl.py and cuda_mpi.py,
+chosen by distbp/distributed/gpu.py.
 """
 from __future__ import annotations
 

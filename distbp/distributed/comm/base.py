@@ -72,6 +72,16 @@ class Communicator:
         one machine gives back shared memory, which its sum-allreduce uses (shm.py)."""
         return xp.empty(numel, dtype=dtype)
 
+    def hosts(self) -> list:
+        """The ranks of each host (machine), hosts in the order of their lowest rank. Collective on
+        an MPI communicator's first call."""
+        return [list(range(self.size))]
+
+    def buffer_path(self, array) -> str:
+        """How a sum-allreduce of `array` moves its bytes: 'none' (a world of one), 'shared memory'
+        (one host), 'hierarchical' (shared memory within hosts, MPI between) or 'mpi'."""
+        return "none" if self.size == 1 else "mpi"
+
     def bcast(self, array, root: int = 0):
         """Overwrite `array` on every rank with root's (same shape and dtype everywhere)."""
         raise NotImplementedError

@@ -7,12 +7,14 @@ host memory; nccl.py and cuda_mpi.py wrap it to move them on the GPU (device.py)
 """
 from __future__ import annotations
 
+import atexit
 import pickle
 
 import numpy
 
 from ... import _env, backend
 from .base import Communicator, Request, _check_op, slice_bounds
+from .hierarchical import HierarchicalAllreduce, HostBuffers, host_layout
 from .leftovers import unlink_after_start
 from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
 from .watchdog import Watchdog
@@ -69,9 +71,13 @@ class MPIComm(Communicator):
         self.watchdog = Watchdog(self.comm, timeout, debug)
         if mpi_comm is None:   # the world: no MPICH file in /dev/shm outlives the job (leftovers.py)
             unlink_after_start(self.comm)
-        self._node = None   # the ranks on this machine, made by the first alloc_buffer
+        self._node = None   # the ranks on this machine (_node_group)
         self._shared = {}   # id(array) -> SharedSegments, for arrays from alloc_buffer
-        self._in_flight = []  # SharedAllreduce requests not finished yet
+        self._layout = None  # (this host's index, the ranks of every host)
+        self._cross = None   # local rank r of every host, when all hosts have as many ranks
+        self._hierarchical = {}  # id(array) -> HostBuffers, for arrays from alloc_buffer across hosts
+        self._in_flight = []  # shared-memory and hierarchical requests not finished yet
+        self._windows = []    # SharedSegments and HostBuffers, freed at exit
 
     def _op(self, op):
         return self._ops[_check_op(op)]
@@ -85,13 +91,71 @@ class MPIComm(Communicator):
         if (xp is not numpy or self.size == 1 or numel < self.size
                 or not _env.get("DISTBP_SHM_ALLREDUCE", lenient=True)):
             return xp.empty(numel, dtype=dtype)
-        if self._node is None:  # the ranks that share this machine (collective, once)
-            self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
-        if self._node.Get_size() != self.size:  # ranks on several machines: MPI moves the bytes
-            return xp.empty(numel, dtype=dtype)
+        if self._node_group().Get_size() != self.size:  # ranks on several machines
+            return self._alloc_across_hosts(numel, dtype)
         segments = SharedSegments(self.MPI, self._node, numel, dtype)
         self._shared[id(segments.mine)] = segments
+        self._keep_until_exit(segments)
         return segments.mine
+
+    def _keep_until_exit(self, buffers) -> None:
+        """Free shared windows at exit, before mpi4py finalizes MPI (atexit runs last-in first-out):
+        MPICH's libfabric netmod fails MPI_Finalize ("fabricclose failed ... Device or resource
+        busy") while a window is still allocated. Every rank allocated the same windows in the same
+        order, so every rank frees them in that order."""
+        if not self._windows:
+            atexit.register(self._free_windows)
+        self._windows.append(buffers)
+
+    def _free_windows(self) -> None:
+        if not self.MPI.Is_finalized():
+            for buffers in self._windows:
+                buffers.free()
+        self._windows.clear()
+
+    def _node_group(self):
+        """The ranks that share this machine (collective on first call)."""
+        if self._node is None:
+            pretend = _env.get("DISTBP_RANKS_PER_HOST", lenient=True)
+            if pretend > 0:  # tests: hosts of N consecutive world ranks
+                host = self.MPI.COMM_WORLD.Get_rank() // pretend
+                self._node = self.comm.Split(host, self.rank)
+            else:
+                self._node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
+        return self._node
+
+    def _host_layout(self) -> tuple:
+        """(this host's index, the ranks of every host); also makes the cross communicator when
+        there are several hosts with as many ranks each. Collective on first call."""
+        if self._layout is None:
+            self._layout = host_layout(self.MPI, self.comm, self._node_group())
+            host, members = self._layout
+            if (len(members) > 1 and len({len(m) for m in members}) == 1
+                    and _env.get("DISTBP_HIERARCHICAL_ALLREDUCE", lenient=True)):
+                self._cross = self.comm.Split(self._node.Get_rank(), host)
+        return self._layout
+
+    def hosts(self) -> list:
+        return [[0]] if self.size == 1 else [list(m) for m in self._host_layout()[1]]
+
+    def _alloc_across_hosts(self, numel, dtype):
+        """Shared memory within each host and MPI between (hierarchical.py) when every host runs as
+        many ranks; else a plain array, which MPI's allreduce moves."""
+        self._host_layout()
+        if self._cross is None:
+            return numpy.empty(numel, dtype=dtype)
+        buffers = HostBuffers(self.MPI, self._node, self._cross, numel, dtype)
+        self._hierarchical[id(buffers.mine)] = buffers
+        self._keep_until_exit(buffers)
+        return buffers.mine
+
+    def buffer_path(self, array) -> str:
+        if self.size == 1:
+            return "none"
+        if self.uses_shared_memory(array):
+            return "shared memory"
+        seg = self._hierarchical.get(id(array))
+        return "hierarchical" if seg is not None and seg.mine is array else "mpi"
 
     def uses_shared_memory(self, array) -> bool:
         """Whether a sum-allreduce of `array` goes through node shared memory (see alloc_buffer)."""
@@ -102,6 +166,8 @@ class MPIComm(Communicator):
         rec = self.watchdog.begin("iallreduce", array)
         if _check_op(op) == "sum" and self.uses_shared_memory(array):
             return SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight)
+        if op == "sum" and self.buffer_path(array) == "hierarchical":
+            return HierarchicalAllreduce(self._hierarchical[id(array)], self.watchdog, rec, self._in_flight)
         buf, staged = _host(array)
         req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self._op(op))
         return _MPIRequest(self, req, rec, array, buf if staged else None)
@@ -147,6 +213,9 @@ class MPIComm(Communicator):
         if _check_op(op) == "sum" and self.uses_shared_memory(array):
             rec = self.watchdog.begin("reduce_scatter_slices", array)
             SharedAllreduce(self._shared[id(array)], self.watchdog, rec, self._in_flight, REDUCE_SCATTER).wait()
+            return array[lo:hi]
+        if _check_op(op) == "sum" and self.buffer_path(array) == "hierarchical":  # the allreduce's bits
+            self.iallreduce(array).wait()
             return array[lo:hi]
         buf, staged = _host(array)
         counts = numpy.diff(bounds).tolist()

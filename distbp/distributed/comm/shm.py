@@ -16,8 +16,8 @@ moves the bytes through the kernel (CMA) in both directions. On the 2-core machi
 watchdog. The same segments and slices give a reduce-scatter (barrier, step 2, barrier: slice r of
 rank r's segment holds the sum, the same bits as the allreduce's) and an allgather (each rank has
 written its slice r into its own segment; barrier, step 3, barrier), which the sharded optimizer
-(ZeRO) uses. Across machines `MPIComm.alloc_buffer` returns a plain array and MPI does the work (a
-hierarchical version, shared memory within each machine, would be the next step).
+(ZeRO) uses. Across machines, hierarchical.py runs these same phases within each machine and MPI
+between them.
 """
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ class SharedSegments:
         self.mine = self.all[rank]
         self.bounds = slice_bounds(numel, size)
         self.rank = rank
+
+    def free(self) -> None:
+        """Collective over the node: release the window (before MPI_Finalize, see MPIComm)."""
+        self.win.Unlock_all()
+        self.win.Free()
+        self.node.Free()
 
     def reduce_my_slice(self) -> None:
         """Slice `rank` of the sum over all segments, added in rank order, into my segment."""
