@@ -37,3 +37,25 @@ def max_diff(model_a, model_b) -> float:
     a, b = model_a.state_dict(), model_b.state_dict()
     assert a.keys() == b.keys()
     return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) if a[k].size else 0.0 for k in a)
+
+
+def train_on_gpu_shards(ref, ddp, gpu, steps: int = 5) -> None:
+    """`steps` SGD-momentum steps of a CPU reference on batches of 8 and of `ddp` (a model on
+    'cuda') on this rank's shard of each, its loss scaled so the reduced gradient is the batch mean."""
+    import distbp as db
+    from distbp import nn
+    from distbp.optim import SGD
+    opt_ref, opt = SGD(ref.parameters(), lr=0.1, momentum=0.9), SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((8 * steps, 6)), rng.integers(0, 3, 8 * steps)
+    for step in range(steps):
+        idx = np.arange(8 * step, 8 * step + 8)
+        opt_ref.zero_grad()
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(db.tensor(x[idx])), y[idx]).backward()
+        part = idx[shard(8, gpu.rank, gpu.size)]
+        loss = nn.functional.cross_entropy(ddp(db.tensor(x[part], device="cuda")), db.tensor(y[part], device="cuda"),
+                                           reduction="sum") * (gpu.size / 8)
+        loss.backward()
+        opt_ref.step()
+        opt.step()

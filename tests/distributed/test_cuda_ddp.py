@@ -8,14 +8,13 @@ import os
 
 import numpy as np
 import pytest
-from distributed_helpers import max_diff, shard
+from distributed_helpers import max_diff, train_on_gpu_shards
 
 import distbp as db
 from distbp import backend, nn
 from distbp.distributed import DistributedDataParallel, MPIComm
 from distbp.distributed.comm.device import transfer_path
 from distbp.distributed.gpu import last_choice, setup_cuda
-from distbp.optim import SGD
 
 
 def _gpu_comm(comm):
@@ -57,18 +56,5 @@ def test_cuda_ddp_equals_one_process(comm):
     assert all(isinstance(b.buffer, cp.ndarray) for b in ddp.reducer.buckets)
     assert all(path == transfer_path(ddp.reducer.comm, ddp.reducer.buckets[0].buffer)
                for _, _, path in ddp.reducer.bucket_paths())
-    opt_ref, opt = SGD(ref.parameters(), lr=0.1, momentum=0.9), SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((8 * 5, 6)), rng.integers(0, 3, 8 * 5)
-    for step in range(5):
-        idx = np.arange(8 * step, 8 * step + 8)
-        opt_ref.zero_grad()
-        opt.zero_grad()
-        nn.functional.cross_entropy(ref(db.tensor(x[idx])), y[idx]).backward()
-        part = idx[shard(8, gpu.rank, gpu.size)]
-        loss = nn.functional.cross_entropy(ddp(db.tensor(x[part], device="cuda")), db.tensor(y[part], device="cuda"),
-                                           reduction="sum") * (gpu.size / 8)
-        loss.backward()
-        opt_ref.step()
-        opt.step()
+    train_on_gpu_shards(ref, ddp, gpu)
     assert max_diff(mine, ref) <= 1e-10

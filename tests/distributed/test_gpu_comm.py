@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cupy_standin import install
-from distributed_helpers import max_diff, shard
+from distributed_helpers import max_diff, train_on_gpu_shards
 
 import distbp as db
 from distbp import nn
@@ -17,7 +17,6 @@ from distbp.distributed import DistributedDataParallel, MPIComm
 from distbp.distributed.comm.cuda_mpi import CudaMPIComm, cuda_aware_mpi
 from distbp.distributed.comm.nccl import NCCLComm
 from distbp.distributed.gpu import DeviceError, local_rank, setup_cuda
-from distbp.optim import SGD
 
 COMMS = {"nccl": NCCLComm, "cuda-aware mpi": CudaMPIComm}
 
@@ -116,20 +115,7 @@ def test_ddp_with_device_buckets_equals_one_process(comm, standin, kind):
     want = kind if gpu.size > 1 else "none"
     assert len(paths) > 1 and all(device == "cuda" and path == want for device, _, path in paths)
     assert all(isinstance(b.buffer, standin.ndarray) for b in ddp.reducer.buckets)
-    opt_ref, opt = SGD(ref.parameters(), lr=0.1, momentum=0.9), SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((8 * 5, 6)), rng.integers(0, 3, 8 * 5)
-    for step in range(5):
-        idx = np.arange(8 * step, 8 * step + 8)
-        opt_ref.zero_grad()
-        opt.zero_grad()
-        nn.functional.cross_entropy(ref(db.tensor(x[idx])), y[idx]).backward()
-        part = idx[shard(8, gpu.rank, gpu.size)]
-        loss = nn.functional.cross_entropy(ddp(db.tensor(x[part], device="cuda")), db.tensor(y[part], device="cuda"),
-                                           reduction="sum") * (gpu.size / 8)
-        loss.backward()
-        opt_ref.step()
-        opt.step()
+    train_on_gpu_shards(ref, ddp, gpu)
     assert all(isinstance(p.data, standin.ndarray) for p in mine.parameters())
     assert max_diff(mine, ref) <= 1e-10
     if kind == "nccl" and gpu.size > 1:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy
 
 from .base import slice_bounds
-from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
+from .shm import ALLGATHER, REDUCE_SCATTER, PolledRequest, SharedAllreduce, SharedSegments
 
 
 def host_layout(MPI, comm, node) -> tuple[int, list]:
@@ -101,7 +101,7 @@ class _AllOf:
         return self.MPI.Request.Testall(self.requests)
 
 
-class HierarchicalAllreduce:
+class HierarchicalAllreduce(PolledRequest):
     """A started hierarchical sum-allreduce of `buffers.mine`: a request with test() and wait().
     Joins `in_flight`, the list that shm.py's requests share, so any wait moves it on."""
 
@@ -113,7 +113,7 @@ class HierarchicalAllreduce:
             () if alone else ("node allgather",))
         self.stage = -1
         self.current = None
-        self._next_stage()
+        self._advance()
         in_flight.append(self)
 
     def _stage_done(self) -> bool:
@@ -121,7 +121,7 @@ class HierarchicalAllreduce:
             return self.current._poll()
         return self.current.Test()
 
-    def _next_stage(self) -> None:
+    def _advance(self) -> None:
         b = self.buffers
         if self.stage >= 0 and self.stages[self.stage] == "host exchange":
             b.sum_my_piece()
@@ -142,19 +142,6 @@ class HierarchicalAllreduce:
 
     def _done(self) -> bool:
         return self.current is None
-
-    def _poll(self) -> bool:
-        while not self._done() and self._stage_done():
-            self._next_stage()
-        return self._done()
-
-    def _progress_all(self) -> None:
-        for req in tuple(self.in_flight):
-            req._poll()
-
-    def test(self) -> bool:
-        self._progress_all()
-        return self._done()
 
     def wait(self):
         while not self._done():

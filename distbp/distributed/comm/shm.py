@@ -78,15 +78,35 @@ REDUCE_SCATTER = ("reduce",)
 ALLGATHER = ("gather",)
 
 
-class SharedAllreduce:
+class PolledRequest:
+    """A request that moves on only when polled: each poll advances it through the stages that are
+    done. Unlike MPI's own requests, a stage starts only when this process calls in, so the requests
+    of one communicator share `in_flight` and waiting on one moves the others too, or two ranks that
+    wait in different orders deadlock. Subclasses give _done, _stage_done and _advance."""
+
+    in_flight: list
+
+    def _poll(self) -> bool:
+        while not self._done() and self._stage_done():
+            self._advance()
+        return self._done()
+
+    def _progress_all(self) -> None:
+        for req in tuple(self.in_flight):
+            req._poll()
+
+    def test(self) -> bool:
+        self._progress_all()
+        return self._done()
+
+
+class SharedAllreduce(PolledRequest):
     """A started sum-allreduce of `segments.mine`: a request with test() and wait(), like MPI's.
     `phases` picks the work between the barriers: ALLREDUCE, REDUCE_SCATTER or ALLGATHER."""
 
     def __init__(self, segments: SharedSegments, watchdog, record, in_flight: list, phases=ALLREDUCE):
         self.segments, self.watchdog, self.record = segments, watchdog, record
         self.phases = tuple(phases)
-        # Unlike MPI's own requests, a phase starts only when this process calls in: waiting on one
-        # request must move the others too, or two ranks that wait in different orders deadlock.
         self.in_flight = in_flight
         self.step = 0
         segments.win.Sync()
@@ -112,18 +132,8 @@ class SharedAllreduce:
     def _done(self) -> bool:
         return self.step > len(self.phases)
 
-    def _poll(self) -> bool:
-        while not self._done() and self.barrier.Test():
-            self._advance()
-        return self._done()
-
-    def _progress_all(self) -> None:
-        for req in tuple(self.in_flight):
-            req._poll()
-
-    def test(self) -> bool:
-        self._progress_all()
-        return self._done()
+    def _stage_done(self) -> bool:
+        return self.barrier.Test()
 
     def wait(self):
         while not self._done():
