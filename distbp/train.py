@@ -69,6 +69,8 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
     comm = comm or distributed.init()
     check_settings(comm, cfg)      # ranks given different flags or DISTBP_* settings: refused here
     ckpt = None
+    if "checkpoint_dir" not in explicit and cfg.resume in ("", "latest"):   # checkpoints/run-N, one per run
+        cfg.checkpoint_dir = rundir.versioned_directory(cfg.checkpoint_dir, bool(cfg.resume), comm)
     if cfg.resume:
         cfg = resume_directory(cfg, set(explicit))
         ckpt = load_shared(cfg.resume, cfg.checkpoint_dir, comm)

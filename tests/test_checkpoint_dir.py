@@ -156,3 +156,18 @@ def test_a_resume_on_changed_data_is_refused(tmp_path, ranks):
     assert checkpoint.list_checkpoints(tmp_path / "c") == [path]       # nothing written by the refused runs
     data.write_text("a,b,c,label\n" + "".join(rows))
     assert jobs.run(ranks, *args, "--resume", "--steps", "0").returncode == 0
+
+
+@pytest.mark.parametrize("ranks", RANKS)
+def test_runs_without_a_checkpoint_dir_each_get_their_own_folder_and_resume_continues_the_newest(tmp_path, ranks):
+    plan = [*BASE, "--epochs", "1"]                                  # 14 steps
+    for n in (1, 2):   # the same command twice: two runs, side by side, neither refused nor touched
+        result = jobs.run(ranks, *plan, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"checkpoint: checkpoints/run-{n}/ckpt-00000014.safetensors\n" in result.stdout
+    first = _files(tmp_path / "checkpoints" / "run-1")
+    more = jobs.run(ranks, "--no-progress", "--resume", "--epochs", "2", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "resumed from checkpoints/run-2/ckpt-00000014.safetensors" in more.stdout
+    assert "checkpoint: checkpoints/run-2/ckpt-00000028.safetensors\n" in more.stdout
+    assert _files(tmp_path / "checkpoints" / "run-1") == first and not (tmp_path / "checkpoints" / "run-3").exists()

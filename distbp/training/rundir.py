@@ -16,7 +16,11 @@ every rank learns its outcome, so a refusal is the same one line on every rank a
   offering the choices, or deleted when the user says `--overwrite-checkpoint-dir`. A resumed run
   continues the run id of its checkpoint, so its own files are not "another run's".
 
-Pruning (`checkpoint.prune`) then deletes this run's own old checkpoints only."""
+Pruning (`checkpoint.prune`) then deletes this run's own old checkpoints only.
+
+Without `--checkpoint-dir`, runs do not meet at all: each new run writes to `checkpoints/run-N`, the
+next free N (as Lightning's `version_N` folders), and a plain `--resume` continues the newest of
+them (`versioned_directory`)."""
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +38,7 @@ from . import checkpoint
 from .checkpoint import CheckpointError
 
 LOCK_NAME = "distbp-run.lock"
+RUN_FOLDER = "run-"   # checkpoints/run-1, run-2, ...: the default folders, one per run
 _HELD: dict = {}   # realpath of a claimed folder -> the open lock file of this process's claim
 
 
@@ -181,3 +186,27 @@ def claim(directory: str, comm, *, resumed: dict | None = None, overwrite: bool 
     if status == "error":
         raise CheckpointError(value)
     return Claim(directory, value, notes if comm.is_root else [])
+
+
+def versioned_directory(base: str, resume: bool, comm) -> str:
+    """Collective: the folder of a run that was given no --checkpoint-dir. A new run takes
+    `base/run-N` for the next free N; `--resume` continues the highest-numbered run folder holding a
+    checkpoint, else `base` itself (checkpoints written there by older versions, or none: then the
+    resume says there is nothing in `base`). Rank 0 looks, every rank gets its answer."""
+    return comm.bcast_obj(_versioned(base, resume) if comm.is_root else None)
+
+
+def _versioned(base: str, resume: bool) -> str:
+    try:
+        names = os.listdir(base)
+    except OSError:   # no folder yet (or none readable: the claim names the problem)
+        names = []
+    numbers = sorted(int(n[len(RUN_FOLDER):]) for n in names
+                     if n.startswith(RUN_FOLDER) and n[len(RUN_FOLDER):].isdigit())
+    if resume:
+        for n in reversed(numbers):
+            folder = os.path.join(base, f"{RUN_FOLDER}{n}")
+            if checkpoint.latest(folder) is not None:
+                return folder
+        return base
+    return os.path.join(base, f"{RUN_FOLDER}{numbers[-1] + 1 if numbers else 1}")
