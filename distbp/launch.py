@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from .training import checkpoint
+from .training import checkpoint, rundir
 from .training.config import ConfigError, parse_config
 
 USAGE_ERROR = 2  # distbp.train's exit status for a user's mistake: restarting would repeat it
@@ -163,7 +163,7 @@ def _interrupt(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg, _ = parse_config(args.train_args)   # a bad flag: one line now, not once per rank later
+        cfg, explicit = parse_config(args.train_args)   # a bad flag: one line now, not once per rank later
         hosts = read_hostfile(args.hostfile) if args.hostfile else None
     except ConfigError as e:
         _print(f"error: {e}")
@@ -171,6 +171,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     if args.max_restarts and not cfg.checkpoint_every:
         _print("note: without --checkpoint-every a restart starts again from the beginning")
+    if "checkpoint_dir" not in explicit and cfg.resume in ("", "latest"):
+        # the folder train would pick (checkpoints/run-N), fixed now so that every restart writes and
+        # resumes in it rather than starting a run of its own
+        cfg.checkpoint_dir = rundir.versioned_folder(cfg.checkpoint_dir, bool(cfg.resume))
+        args.train_args = [*args.train_args, "--checkpoint-dir", cfg.checkpoint_dir]
     before = _snapshot(cfg.checkpoint_dir)   # an earlier run's checkpoints are not this run's
     env = dict(os.environ)
     train_args = list(args.train_args)

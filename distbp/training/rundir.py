@@ -193,10 +193,11 @@ def versioned_directory(base: str, resume: bool, comm) -> str:
     `base/run-N` for the next free N; `--resume` continues the highest-numbered run folder holding a
     checkpoint, else `base` itself (checkpoints written there by older versions, or none: then the
     resume says there is nothing in `base`). Rank 0 looks, every rank gets its answer."""
-    return comm.bcast_obj(_versioned(base, resume) if comm.is_root else None)
+    return comm.bcast_obj(versioned_folder(base, resume) if comm.is_root else None)
 
 
-def _versioned(base: str, resume: bool) -> str:
+def versioned_folder(base: str, resume: bool) -> str:
+    """`versioned_directory`'s answer, looked up by this process alone."""
     try:
         names = os.listdir(base)
     except OSError:   # no folder yet (or none readable: the claim names the problem)

@@ -24,9 +24,9 @@ def _env(**extra):
     return env
 
 
-def _launch(args, **env):
+def _launch(args, cwd=None, **env):
     return subprocess.run(["timeout", "240", sys.executable, "-m", "distbp.launch", *args], check=False,
-                          capture_output=True, text=True, env=_env(**env))
+                          capture_output=True, text=True, env=_env(**env), cwd=cwd)
 
 
 def _final(directory) -> dict:
@@ -49,6 +49,16 @@ def test_killed_rank_restarts_from_the_newest_checkpoint_and_ends_bitwise_equal(
     assert want.keys() == got.keys() and len(want) > 4
     for key in want:
         assert want[key].tobytes() == got[key].tobytes(), key
+
+
+@needs_mpiexec
+def test_without_a_checkpoint_dir_restarts_continue_the_runs_own_folder(tmp_path):
+    (tmp_path / "checkpoints" / "run-1").mkdir(parents=True)   # an earlier run's folder: this run takes run-2
+    hit = _launch(["--nproc", "2", "--max-restarts", "1", "--", *TRAIN], cwd=tmp_path, DISTBP_FAULT="1:7")
+    assert hit.returncode == 0, hit.stderr
+    assert "from checkpoints/run-2/ckpt-00000005.safetensors (step 5)" in hit.stderr
+    assert "checkpoint: checkpoints/run-2/ckpt-00000012.safetensors" in hit.stdout
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["run-1", "run-2"]
 
 
 @needs_mpiexec
