@@ -34,7 +34,7 @@ def test_no_argument_run_reaches_95_percent_test_accuracy(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert "test accuracy" in out and "confusion matrix" in out
     # recompute the accuracy independently from the saved weights and the test split
-    path = checkpoint.latest("checkpoints")
+    path = checkpoint.latest("checkpoints/run-1")   # a run given no --checkpoint-dir: its own folder
     data = load_dataset("digits", seed=0)
     model = build_model("mlp", (64,), 10)
     checkpoint.restore(checkpoint.load(path), model)
