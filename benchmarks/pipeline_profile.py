@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="1536,1024,1024,1024,1024")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--micro-batches", type=int, default=16)
-    p.add_argument("--schedule", default="1f1b")
+    p.add_argument("--schedule", default="1f1b", choices=("gpipe", "1f1b", "1f1b-slack"),
+                   help="the simulation knows no split backward, so not 1f1b-split")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args(argv)
