@@ -13,7 +13,7 @@ import os
 import sys
 
 from ... import _env
-from .base import Communicator, Request
+from .base import Communicator, CommunicatorFreedError, Request
 from .mpi import MPIComm
 from .self import SelfComm
 
@@ -59,4 +59,4 @@ def get_comm() -> Communicator:
     return _world
 
 
-__all__ = ["Communicator", "MPIComm", "Request", "SelfComm", "get_comm", "launched_by_mpi"]
+__all__ = ["Communicator", "CommunicatorFreedError", "MPIComm", "Request", "SelfComm", "get_comm", "launched_by_mpi"]
