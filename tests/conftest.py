@@ -49,6 +49,20 @@ def comm():
     return get_comm()
 
 
+@pytest.fixture
+def free_after(request):
+    """Call it on what a test builds over MPI (a grid, a wrapper, a sub-communicator; it returns its
+    argument): freed after the test, last built first. The suite runs every test in one process per
+    rank, and MPICH has room for about 2048 communicators per process. Not after a failure: free()
+    is collective, and the other ranks may be waiting elsewhere."""
+    made = []
+    failed = request.session.testsfailed
+    yield lambda thing: made.append(thing) or thing
+    if request.session.testsfailed == failed:
+        for thing in reversed(made):
+            thing.free()
+
+
 # DISTBP_TEST_COUNT_COMMS=1: report the MPI communicators the run left alive (tests/context_ids.py),
 # to check that the MPI suite frees what it builds (MPICH has room for about 2048 per process).
 _free_at_start = None
