@@ -17,6 +17,7 @@ from distbp.distributed import (
     MPIComm,
     ProcessGrid,
     ZeroRedundancyOptimizer,
+    get_comm,
 )
 from distbp.distributed.pipeline import PipelineStage, partition
 
@@ -184,3 +185,15 @@ def test_a_with_block_left_by_an_error_frees_nothing(comm):
         raise ValueError("boom")
     assert sub.allreduce(np.ones(1))[0] == comm.size
     sub.free()
+
+
+@pytest.mark.mpi
+def test_freeing_the_process_wide_communicator_makes_get_comm_give_a_new_one(comm):
+    world = _mpi(get_comm())
+    world.alloc_buffer(world.size, np.float64)
+    world.free()
+    with pytest.raises(CommunicatorFreedError, match="was freed"):
+        world.barrier()
+    again = get_comm()
+    assert again is not world and again is get_comm()
+    assert again.allreduce(np.array([comm.rank]))[0] == comm.size * (comm.size - 1) // 2

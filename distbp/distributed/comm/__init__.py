@@ -52,9 +52,10 @@ _world = None
 
 
 def get_comm() -> Communicator:
-    """The process-wide communicator (MPI when launched by MPI, else a world of one)."""
+    """The process-wide communicator (MPI when launched by MPI, else a world of one). After its
+    free(), the next call makes a new one (COMM_WORLD itself is never freed)."""
     global _world
-    if _world is None:
+    if _world is None or getattr(_world, "_freed", False):
         _world = MPIComm() if launched_by_mpi() else SelfComm()
     return _world
 
