@@ -47,3 +47,39 @@ def comm():
     --with-mpi` (tests/run.sh, N = 2 and 4) and in a world of one with `pytest --with-mpi tests/distributed`."""
     from distbp.distributed import get_comm
     return get_comm()
+
+
+@pytest.fixture
+def free_after(request):
+    """Call it on what a test builds over MPI (a grid, a wrapper, a sub-communicator; it returns its
+    argument): freed after the test, last built first. The suite runs every test in one process per
+    rank, and MPICH has room for about 2048 communicators per process. Not after a failure: free()
+    is collective, and the other ranks may be waiting elsewhere."""
+    made = []
+    failed = request.session.testsfailed
+    yield lambda thing: made.append(thing) or thing
+    if request.session.testsfailed == failed:
+        for thing in reversed(made):
+            thing.free()
+
+
+# DISTBP_TEST_COUNT_COMMS=1: report the MPI communicators the run left alive (tests/context_ids.py),
+# to check that the MPI suite frees what it builds (MPICH has room for about 2048 per process).
+_free_at_start = None
+
+
+def pytest_sessionstart(session):
+    global _free_at_start
+    from context_ids import free_context_ids, mpi_running
+    if os.environ.get("DISTBP_TEST_COUNT_COMMS") == "1" and mpi_running():
+        _free_at_start = free_context_ids()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from context_ids import free_context_ids
+    if _free_at_start is not None:
+        from mpi4py import MPI
+        free = free_context_ids()
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            terminalreporter.write_line(f"MPI communicators left alive by this run: {_free_at_start - free} "
+                                        f"({free} context ids still free)")

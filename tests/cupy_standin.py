@@ -243,6 +243,11 @@ class _FakeNCCL(types.SimpleNamespace):
                 self.MPI.Request.Waitall(self._pending)
                 self._pending = []
 
+            def destroy(self):
+                s.events.append(("nccl_destroy",))
+                self._flush()
+                self.mpi.Free()
+
             def allReduce(self, send, recv, count, datatype, op, stream):
                 self._flush()
                 s.events.append(("nccl", "allReduce", count))

@@ -110,3 +110,20 @@ def test_process_grid_in_a_world_of_one():
     for bad in (0, 2.0, "2"):
         with pytest.raises(ValueError, match="--pipeline-stages must be a positive integer"):
             ProcessGrid(SelfComm(), pipeline_stages=bad)
+
+
+def test_free_is_a_no_op_in_a_world_of_one_but_a_freed_wrapper_refuses_use():
+    from distbp import nn
+    from distbp.distributed import CommunicatorFreedError, DistributedDataParallel
+    c = SelfComm()
+    with c as same:
+        assert same is c
+    c.free()
+    np.testing.assert_array_equal(c.allreduce(np.ones(2)), 1.0)   # nothing was held, nothing is refused
+    with ProcessGrid(c) as grid:
+        assert grid.dp_comm.size == 1
+    ddp = DistributedDataParallel(nn.Linear(2, 1), c)
+    ddp.free()
+    ddp.free()
+    with pytest.raises(CommunicatorFreedError, match="^this DistributedDataParallel was freed"):
+        ddp(np.ones((1, 2)))

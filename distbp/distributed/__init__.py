@@ -12,6 +12,7 @@ from . import functional, p2p, tensor_parallel, trace
 from .agreement import SettingsMismatchError, check_same
 from .clip import clip_grad_norm_
 from .comm import Communicator, MPIComm, Request, SelfComm, get_comm, launched_by_mpi
+from .comm.base import CommunicatorFreedError
 from .comm.watchdog import CollectiveMismatchError, get_step, set_step
 from .data_parallel import DistributedDataParallel, broadcast_module, broadcast_state, verify_same_model
 from .grid import ProcessGrid
@@ -22,7 +23,8 @@ from .sync_batchnorm import SyncBatchNorm
 from .tensor_parallel import ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
 from .zero import ZeroRedundancyOptimizer
 
-__all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "DistributedDataParallel", "MPIComm",
+__all__ = ["CollectiveMismatchError", "ColumnParallelLinear", "Communicator", "CommunicatorFreedError",
+           "DistributedDataParallel", "MPIComm",
            "ProcessGrid", "Reducer", "Request", "RowParallelLinear", "SelfComm", "SettingsMismatchError",
            "SyncBatchNorm", "VocabParallelEmbedding", "ZeroRedundancyOptimizer", "broadcast_module", "broadcast_state",
            "check_same", "clip_grad_norm_", "end_job", "functional", "get_comm", "get_step", "init", "launched_by_mpi",

@@ -11,7 +11,9 @@ reducer for the coming backward, unless under `no_sync()`; a backward that reach
 model's parameters leaves the step armed for the next one.
 
 Sync points (every rank must reach them): the constructor; each forward in training mode when
-`broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`.
+`broadcast_buffers` and the module has buffers; the end of each backward outside `no_sync()`;
+`free()`, which releases the reducer's duplicate communicator and shared-memory buckets (the module
+and its gradients stay usable; the wrapper refuses any later forward).
 A second backward through one synchronised forward's graph (retain_graph) raises RuntimeError, as in
 torch: its gradients would otherwise silently stay unreduced.
 """
@@ -25,6 +27,7 @@ from .agreement import check_same
 from .comm import Communicator, get_comm
 from .deterministic import GroupReducer, check_groups
 from .reducer import Reducer, bucket_cap_bytes
+from .releasing import Releasable
 
 
 def model_layout(module: Module) -> dict:
@@ -77,7 +80,7 @@ def _check_deterministic(module: Module, groups: int) -> None:
                          f"statistics: {buffers[:3]}); use a model without BatchNorm")
 
 
-class DistributedDataParallel(Module):
+class DistributedDataParallel(Releasable, Module):
     """Wrap a module for data-parallel training: grads are summed over ranks (divided by the world
     size when `average`, torch's convention) at the end of each `loss.backward()`.
 
@@ -133,7 +136,12 @@ class DistributedDataParallel(Module):
     def bytes_per_sync(self) -> int:
         return self.reducer.bytes_per_sync
 
+    def _release(self) -> None:
+        """free(): collective over `comm`; also `with DistributedDataParallel(...) as ddp:`."""
+        self.reducer.free()
+
     def forward(self, *args, **kwargs):
+        self._check_not_freed()
         if self.training and self.broadcast_buffers and self.comm.size > 1:
             for b in self.module.buffers():
                 if backend.is_array(b):

@@ -35,6 +35,7 @@ from ..data import shard_bounds
 from . import trace
 from .comm import Communicator
 from .comm.watchdog import set_step
+from .releasing import Releasable
 from .runtime import set_threads
 
 TAG_LIMIT = 32767   # the MPI standard's guaranteed upper bound for tags (one per tree node)
@@ -110,7 +111,7 @@ class _Sum:
         return _Sum([xp.add(a, b) for a, b in zip(self.arrays, right.arrays)], True)
 
 
-class GroupReducer:
+class GroupReducer(Releasable):
     """Sum per-group gradients of `named_params` over the ranks of `comm` in the fixed tree.
 
         reducer = GroupReducer(model.named_parameters(), comm)
@@ -121,7 +122,8 @@ class GroupReducer:
 
     `plan` leaves every .grad None; each armed backward takes the parameters' gradient arrays as a
     leaf of the tree (zeros for a parameter it did not reach) and sets .grad None again. Sync points: the
-    constructor (it duplicates the communicator) and `reduce()`. `average` divides the sum by the
+    constructor (it duplicates the communicator), `reduce()` and `free()` (the duplicate and the hooks
+    go). `average` divides the sum by the
     number of groups. Attributes: `iteration`, `last_comm_wait_s` (the exchange's time),
     `bytes_per_sync` (one model), `last_bytes_received` (what this rank received in the last exchange:
     subtree sums and the broadcast root)."""
@@ -143,8 +145,7 @@ class GroupReducer:
             self.offsets.append(n)
             n += p.data.size
         self.numel = n
-        for p in self.params:
-            p.register_post_accumulate_grad_hook(self._on_grad)
+        self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]
         set_threads(1)   # the same product may round differently on another number of BLAS threads
         self.iteration = 0
         self.last_comm_wait_s = 0.0
@@ -156,6 +157,7 @@ class GroupReducer:
     # ----- one step -----
     def plan(self, global_batch: int) -> list[tuple[int, int]]:
         """Start a step on a global batch: the [start, stop) sample bounds of this rank's groups."""
+        self._check_not_freed()
         if global_batch < 1:
             raise ValueError(f"a step needs at least one sample, got a global batch of {global_batch}")
         starts = group_starts(global_batch, self.groups)
@@ -234,6 +236,14 @@ class GroupReducer:
         self.last_comm_wait_s = time.perf_counter() - t0
         trace.complete("tree sum", t0, t0 + self.last_comm_wait_s, cat="wait", tid=trace.COMPUTE_TID,
                        iteration=self.iteration, groups=num)
+
+    def _release(self) -> None:
+        """free(): the duplicate communicator and the gradient hooks; no step can start after it."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self.armed, self._planned = False, None
+        self.comm.free()
 
     def _combine(self, num: int, first: int, last: int):
         comm, ids = self.comm, _tree(num)

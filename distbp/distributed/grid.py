@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 
 from .comm import Communicator
+from .releasing import Releasable
 
 
 def _positive(value, flag: str) -> int:
@@ -37,13 +38,17 @@ def _check_stages(world_size: int, stages) -> int:
     return stages
 
 
-class ProcessGrid:
+class ProcessGrid(Releasable):
     """`comm`'s ranks as `dp_size` replicas of a `pipeline_stages`-stage pipeline whose every stage is
     split over `tensor_parallel` ranks.
 
     Collective over `comm` (three splits): every rank constructs it, with the same arguments. The
     checks of the sizes come first and are the same on every rank, so a bad size raises ValueError
-    everywhere before any rank waits on a split."""
+    everywhere before any rank waits on a split.
+
+    `free()` (collective) releases the three communicators, never `comm`; so does leaving a `with
+    ProcessGrid(...) as grid:` block without an error. MPI has room for about two thousand
+    communicators per process: a program that builds grids again and again must free them."""
 
     def __init__(self, comm: Communicator, pipeline_stages: int = 1, tensor_parallel: int = 1):
         self.comm = comm
@@ -61,6 +66,12 @@ class ProcessGrid:
         self.tp_comm = comm.split(rest, key=self.tp_rank)
         self.pipe_comm = comm.split(self.replica * self.tp_size + self.tp_rank, key=self.stage)
         self.dp_comm = comm.split(self.stage * self.tp_size + self.tp_rank, key=self.replica)
+
+    def _release(self) -> None:
+        """free(), collective over `comm`: tp_comm, pipe_comm, dp_comm, in that order on every rank.
+        The grid's communicators refuse any later call (CommunicatorFreedError)."""
+        for sub in (self.tp_comm, self.pipe_comm, self.dp_comm):
+            sub.free()
 
     @property
     def is_first_stage(self) -> bool:

@@ -26,7 +26,10 @@ Sync points (every rank must reach each, in the same order):
     memory under MPI);
   * each armed backward: the buckets' allreduces start in its hooks in bucket order, and its end
     waits for all of them;
-  * `reduce_gradients()`.
+  * `reduce_gradients()`;
+  * `free()`: releases the duplicate communicator and the buckets' shared memory (each `.grad`
+    is first copied out of its bucket) and removes the gradient hooks; the reducer refuses any
+    later step.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from . import trace
 from .comm import Communicator
 from .comm.device import transfer_path
 from .comm.watchdog import set_step
+from .releasing import Releasable
 
 
 def bucket_cap_bytes(bucket_cap_mb: float) -> int:
@@ -88,7 +92,7 @@ def _group(params, cap_bytes: int) -> list:
     return groups
 
 
-class Reducer:
+class Reducer(Releasable):
     """Sum (or average) the gradients of `named_params` over the ranks of `comm` in flat buckets.
 
     Args:
@@ -114,10 +118,11 @@ class Reducer:
         for b in self.buckets:  # allocated once (fresh pages every step cost as much as the copy);
             b.buffer = self.comm.alloc_buffer(b.numel, b.dtype, b.xp)  # node shared memory under MPI
         self._slot = {}
+        self._hooks = []
         for bi, b in enumerate(self.buckets):
             for i, p in enumerate(b.params):
                 self._slot[id(p)] = (bi, i)
-                p.register_post_accumulate_grad_hook(self._on_grad)
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad))
         self.armed = False
         self._reduced_this_graph = False  # a backward has reduced the gradients of the latest graph
         self._warned_unused = False
@@ -134,12 +139,14 @@ class Reducer:
     def prepare_for_backward(self, sync: bool = True) -> None:
         """A new graph is being built: with `sync`, its backward reduces the gradients; without, they
         accumulate locally (and the next synchronised backward reduces the sum)."""
+        self._check_not_freed()
         self._reduced_this_graph = False
         if sync and self.buckets and not self.armed:
             self._arm()
 
     def reduce_gradients(self) -> None:
         """Reduce every parameter's current .grad now, outside backward (same buckets and rules)."""
+        self._check_not_freed()
         if self.armed:
             raise RuntimeError("a forward already armed the reduction for the coming backward; "
                                "call reduce_gradients() only between steps")
@@ -150,6 +157,20 @@ class Reducer:
                 if p.grad is not None:
                     self._on_grad(p)
         self._finish()
+
+    def _release(self) -> None:
+        """free(): see the module's text. The parameters stay usable: a wrapper can be built again."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self.armed = False
+        for b in self.buckets:
+            for p in b.params:
+                if p.grad is not None:  # maybe a view of the bucket, whose memory goes now
+                    p.grad = p.grad.copy()
+        self.comm.free()
+        for b in self.buckets:
+            b.buffer = b.request = None
 
     def _arm(self) -> None:
         self.iteration += 1

@@ -14,7 +14,8 @@ is 1/size of the plain optimizer's. `step()`:
 
 The reduction uses the node shared-memory segments where the communicator has them (comm/shm.py),
 summing each element in rank order as its allreduce does, and every update is elementwise, so
-the weights are bitwise those of plain data parallelism on one machine.
+the weights are bitwise those of plain data parallelism on one machine. The buffers and their
+collectives live on a duplicate of the communicator, which `free()` releases (collective).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..optim import Optimizer
 from ..optim.optimizer import _pack, load_param_groups
 from .comm import get_comm
 from .comm.base import slice_bounds
+from .releasing import Releasable
 
 _TAG = 7  # consolidation's messages, on a communicator of their own (dup), so no tag can collide
 
@@ -43,7 +45,7 @@ class _Piece:
         self.data, self.grad = data, None
 
 
-class ZeroRedundancyOptimizer(Optimizer):
+class ZeroRedundancyOptimizer(Releasable, Optimizer):
     """Wraps `optimizer_class(params, **defaults)` (any distbp optimizer) so that each rank of `comm`
     (the data-parallel communicator, default get_comm()) keeps and updates only its slice.
 
@@ -52,7 +54,9 @@ class ZeroRedundancyOptimizer(Optimizer):
     learning-rate scheduler's) reaches the wrapped optimizer at the next step. `optim` is the wrapped
     optimizer over this rank's pieces. `state_dict()` is this rank's shard (the wrapped optimizer's);
     `consolidate_state_dict(to)` returns on rank `to` the full state in the plain optimizer's format
-    (None elsewhere); `load_state_dict` takes such a full state, each rank keeping its slice."""
+    (None elsewhere); `load_state_dict` takes such a full state, each rank keeping its slice.
+    `free()` (collective; also `with ZeroRedundancyOptimizer(...) as opt:`) releases its duplicate
+    of `comm` and the buffers' shared memory; the optimizer refuses any later step."""
 
     def __init__(self, params, optimizer_class, comm=None, average: bool = False, **defaults):
         self.comm = comm if comm is not None else get_comm()
@@ -72,7 +76,7 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     def _layout(self) -> None:
         """Per dtype, in parameter order: each parameter's offset in the flat buffer, the buffer
-        (collective: from comm.alloc_buffer), this rank's slice and the pieces inside it."""
+        (collective: from the duplicate's alloc_buffer), this rank's slice and the pieces inside it."""
         self._params = []  # distinct parameters, in param_groups order: the state_dict's indices
         seen = set()
         for g in self.param_groups:
@@ -90,7 +94,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._pieces = {}  # id(param) -> _Piece
         self._where = {}   # id(param) -> (start, stop) of its piece within the parameter, flattened
         for dtype, (entries, numel) in self._flat.items():
-            self._buffers[dtype] = self.comm.alloc_buffer(numel, dtype, xp)
+            self._buffers[dtype] = self._channel.alloc_buffer(numel, dtype, xp)
             lo, hi = slice_bounds(numel, self.comm.size)[self.comm.rank:self.comm.rank + 2]
             self.shard_bounds[dtype] = lo, hi
             shard = self._shards[dtype] = xp.empty(hi - lo, dtype=dtype)
@@ -106,7 +110,13 @@ class ZeroRedundancyOptimizer(Optimizer):
                                       "pass every parameter group to the constructor")
         super().add_param_group(group)
 
+    def _release(self) -> None:
+        if self._channel is not self.comm:  # a world of one shares the caller's communicator
+            self._channel.free()
+        self._buffers = {}
+
     def step(self, closure=None):
+        self._check_not_freed()
         loss = None
         if closure is not None:
             with enable_grad():
@@ -126,7 +136,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 else:
                     view[...] = p.grad.reshape(-1)
             lo, _ = self.shard_bounds[dtype]
-            reduced = self.comm.reduce_scatter_slices(buf)
+            reduced = self._channel.reduce_scatter_slices(buf)
             for p, off in entries:
                 piece = self._pieces.get(id(p))
                 if piece is not None:
@@ -138,7 +148,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             buf = self._buffers[dtype]
             lo, hi = self.shard_bounds[dtype]
             buf[lo:hi] = self._shards[dtype]
-            self.comm.allgather_slices(buf)
+            self._channel.allgather_slices(buf)
             for p, off in entries:
                 p.data[...] = buf[off:off + p.data.size].reshape(p.data.shape)
                 piece = self._pieces.get(id(p))
@@ -163,6 +173,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     def consolidate_state_dict(self, to: int = 0) -> dict | None:
         """Collective. On rank `to`: the full state in the plain optimizer's format (every state
         array whole, in the parameter's shape); None on the other ranks."""
+        self._check_not_freed()
         mine = self._local_state()
         comm = self._channel
         if comm.rank != to:

@@ -15,7 +15,7 @@ from distbp.training.trainer import Trainer
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("accumulate", [2, 3])
-def test_accumulation_reduces_once_per_step_and_equals_the_whole_batch(comm, accumulate):
+def test_accumulation_reduces_once_per_step_and_equals_the_whole_batch(comm, free_after, accumulate):
     db.set_default_dtype(np.float64)
     db.manual_seed(3)
     model = build_model("mlp", (6,), 3, hidden=[8], dropout=0.25)
@@ -25,6 +25,8 @@ def test_accumulation_reduces_once_per_step_and_equals_the_whole_batch(comm, acc
     batches = [np.arange(37), rng.permutation(37)[:23]]       # a full batch and an uneven one
     many = Trainer(model, SGD(model.parameters(), lr=0.1, momentum=0.9), comm, accumulate=accumulate)
     ref = Trainer(one, SGD(one.parameters(), lr=0.1, momentum=0.9), SelfComm())
+    if many.ddp is not None:
+        free_after(many.ddp)
     for batch in batches:
         assert many.step_on(X, y, batch).updated
         ref.step(X[batch], y[batch], len(batch))

@@ -52,13 +52,14 @@ def torch_reference(max_norm, norm_type):
 @pytest.mark.mpi
 @pytest.mark.parametrize("tensor_parallel,stages", [(1, 1), (2, 1), (1, 2), (2, 2)])
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
-def test_clip_grad_norm_over_the_grid_equals_torch_on_one_process(comm, tensor_parallel, stages, norm_type):
+def test_clip_grad_norm_over_the_grid_equals_torch_on_one_process(comm, free_after, tensor_parallel, stages,
+                                                                  norm_type):
     if comm.size % (tensor_parallel * stages):
         pytest.skip(f"{tensor_parallel} x {stages} ranks do not divide a world of {comm.size}")
-    grid = ProcessGrid(comm, pipeline_stages=stages, tensor_parallel=tensor_parallel)
+    grid = free_after(ProcessGrid(comm, pipeline_stages=stages, tensor_parallel=tensor_parallel))
     model = tp.parallelize_mlp(zoo_mlp(), grid.tp_comm)
     # stage 1 starts after the RowParallelLinear (layer 4): every layer of it is whole on each tp rank
-    stage = PipelineStage(model, grid, [(0, 5), (5, len(model))] if stages == 2 else [(0, len(model))])
+    stage = free_after(PipelineStage(model, grid, [(0, 5), (5, len(model))] if stages == 2 else [(0, len(model))]))
     x, y = batch()
     lo, hi = shard_bounds(N, grid.replica, grid.dp_size)
     stage.train_step(x[lo:hi], y[lo:hi], global_batch=N, num_micro_batches=2, step=0)

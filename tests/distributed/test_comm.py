@@ -29,10 +29,11 @@ def _rank_values(rank, numel):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("numel", [1000, 7])  # 7: slices of unequal length on 2 and 4 ranks
-def test_buffer_allreduce_sums_in_rank_order_exactly_with_two_in_flight(comm, numel):
+def test_buffer_allreduce_sums_in_rank_order_exactly_with_two_in_flight(comm, free_after, numel):
     """alloc_buffer's arrays are node shared memory under MPI on one machine; their sum-allreduce must
     be exact (every element summed in rank order, the same bits on every rank), also while two are
     in flight and ranks finish them in different orders (each buffer needs its own barriers)."""
+    comm = free_after(comm.dup())   # the buffers' shared memory goes with it
     a, b = comm.alloc_buffer(numel, np.float64), comm.alloc_buffer(numel, np.float64)
     if comm.size > 1:
         assert comm.uses_shared_memory(a) and comm.uses_shared_memory(b)
@@ -52,7 +53,8 @@ def test_buffer_allreduce_sums_in_rank_order_exactly_with_two_in_flight(comm, nu
 
 
 @pytest.mark.mpi
-def test_buffer_smaller_than_the_world_falls_back_to_mpi(comm):
+def test_buffer_smaller_than_the_world_falls_back_to_mpi(comm, free_after):
+    comm = free_after(comm.dup())
     a = comm.alloc_buffer(1, np.float32)
     a[...] = comm.rank + 1
     comm.iallreduce(a).wait()
@@ -76,10 +78,10 @@ def test_bcast_allgather_reduce_scatter_closed_forms(comm):
 
 
 @pytest.mark.mpi
-def test_objects_split_and_barrier(comm):
+def test_objects_split_and_barrier(comm, free_after):
     assert comm.allgather_obj({"r": comm.rank}) == [{"r": i} for i in range(comm.size)]
     assert comm.bcast_obj("root" if comm.rank == 0 else None) == "root"
-    sub = comm.split(comm.rank % 2)
+    sub = free_after(comm.split(comm.rank % 2))
     assert sub.size == len(range(comm.rank % 2, comm.size, 2)) and sub.rank == comm.rank // 2
     total = sub.allreduce(np.array([comm.rank], dtype=np.int64))
     assert total[0] == sum(range(comm.rank % 2, comm.size, 2))

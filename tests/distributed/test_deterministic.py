@@ -58,6 +58,7 @@ def _train(model, comm, x, y, dtype):
             (nn.functional.cross_entropy(out, y[idx[a:b]], reduction="sum") / size).backward()
         ddp.reduce_groups()
         opt.step()
+    ddp.free()
     return model.state_dict()
 
 

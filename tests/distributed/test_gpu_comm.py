@@ -223,6 +223,31 @@ def test_nccl_runs_on_its_stream_between_two_events(comm, standin):
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("kind", sorted(COMMS))
+def test_free_releases_the_device_path_and_only_the_mpi_communicator_it_made(comm, standin, kind):
+    from context_ids import free_context_ids
+
+    from distbp.distributed import CommunicatorFreedError
+    before = free_context_ids()
+    gpu = COMMS[kind](_mpi(comm))
+    sub = gpu.split(0)   # its own MPI communicator (and, for NCCL, its own NCCL communicator)
+    a = standin.asarray(np.ones(3))
+    np.testing.assert_array_equal(sub.allreduce(a).get(), sub.size)
+    sub.free()
+    gpu.free()
+    gpu.free()   # again: nothing happens
+    assert free_context_ids() == before
+    if kind == "nccl":
+        assert standin.events.count(("nccl_destroy",)) == 2
+    for freed in (sub, gpu):
+        with pytest.raises(CommunicatorFreedError, match="was freed"):
+            freed.allreduce(standin.asarray(np.ones(3)))
+        with pytest.raises(CommunicatorFreedError, match="was freed"):
+            freed.allreduce(np.ones(3))
+    assert comm.allreduce(np.ones(1))[0] == comm.size   # the MPI communicator gpu was given stays
+
+
+@pytest.mark.mpi
 def test_cuda_aware_mpi_synchronises_the_stream_before_mpi_reads(comm, standin):
     gpu = CudaMPIComm(_mpi(comm))
     a = standin.asarray(np.ones(5))

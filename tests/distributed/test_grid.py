@@ -15,10 +15,10 @@ def _stages(comm, which):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("which", ["one", "two", "world"])
-def test_grid_coordinates_and_groups_give_closed_form_sums(comm, which):
+def test_grid_coordinates_and_groups_give_closed_form_sums(comm, free_after, which):
     P = _stages(comm, which)
     D = comm.size // P
-    grid = ProcessGrid(comm, pipeline_stages=P)
+    grid = free_after(ProcessGrid(comm, pipeline_stages=P))
     assert (grid.num_stages, grid.dp_size) == (P, D)
     assert comm.rank == grid.replica * P + grid.stage
     assert (grid.pipe_comm.size, grid.pipe_comm.rank) == (P, grid.stage)
@@ -36,12 +36,12 @@ def test_grid_coordinates_and_groups_give_closed_form_sums(comm, which):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("P", [1, 2])
-def test_grid_with_two_tensor_ranks_gives_closed_form_sums_over_its_three_groups(comm, P):
+def test_grid_with_two_tensor_ranks_gives_closed_form_sums_over_its_three_groups(comm, free_after, P):
     T = 2
     if comm.size % (P * T):
         pytest.skip(f"{P} stages x {T} tensor ranks do not divide a world of {comm.size}")
     D = comm.size // (P * T)
-    grid = ProcessGrid(comm, pipeline_stages=P, tensor_parallel=T)
+    grid = free_after(ProcessGrid(comm, pipeline_stages=P, tensor_parallel=T))
     assert (grid.num_stages, grid.tp_size, grid.dp_size) == (P, T, D)
     assert comm.rank == (grid.replica * P + grid.stage) * T + grid.tp_rank
     assert (grid.tp_comm.size, grid.tp_comm.rank) == (T, grid.tp_rank)
@@ -71,9 +71,9 @@ def test_a_world_size_that_is_not_a_multiple_of_stages_times_tensor_ranks_raises
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("which", ["two", "world"])
-def test_activations_flow_down_each_pipeline_and_gradients_back(comm, which):
+def test_activations_flow_down_each_pipeline_and_gradients_back(comm, free_after, which):
     P = _stages(comm, which)
-    grid = ProcessGrid(comm, pipeline_stages=P)
+    grid = free_after(ProcessGrid(comm, pipeline_stages=P))
     pipe = grid.pipe_comm
     for m in range(3):
         # each stage adds its world rank; the first starts from 100 * m

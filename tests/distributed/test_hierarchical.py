@@ -9,10 +9,11 @@ from distributed_helpers import max_diff
 from distbp.distributed import MPIComm
 
 
-def _pretend_hosts(comm, monkeypatch, per_host: int) -> MPIComm:
-    """A communicator over comm's ranks whose hosts are consecutive runs of `per_host` ranks."""
+def _pretend_hosts(comm, monkeypatch, per_host: int, free_after) -> MPIComm:
+    """A communicator over comm's ranks whose hosts are consecutive runs of `per_host` ranks (freed
+    after the test, with its shared windows and cross-host communicators)."""
     monkeypatch.setenv("DISTBP_RANKS_PER_HOST", str(per_host))
-    return MPIComm(comm.comm.Dup())
+    return free_after(comm.split(0))
 
 
 def _layouts(size: int) -> list:
@@ -39,9 +40,9 @@ def _expected(size: int, per_host: int, numel: int, dtype) -> np.ndarray:
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("numel", [1000, 13])  # 13: uneven node slices and uneven host pieces
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sum_in_host_order_exactly_same_bits_everywhere(comm, monkeypatch, numel, dtype):
+def test_sum_in_host_order_exactly_same_bits_everywhere(comm, monkeypatch, free_after, numel, dtype):
     for per_host in _layouts(comm.size):
-        hier = _pretend_hosts(comm, monkeypatch, per_host)
+        hier = _pretend_hosts(comm, monkeypatch, per_host, free_after)
         assert hier.hosts() == [list(range(h, h + per_host)) for h in range(0, comm.size, per_host)]
         a, b = hier.alloc_buffer(numel, dtype), hier.alloc_buffer(numel, dtype)
         assert hier.buffer_path(a) == hier.buffer_path(b) == "hierarchical"
@@ -61,9 +62,9 @@ def test_sum_in_host_order_exactly_same_bits_everywhere(comm, monkeypatch, numel
 
 
 @pytest.mark.mpi(min_size=2)
-def test_test_drives_it_to_the_end_and_reduce_scatter_gives_the_allreduce_bits(comm, monkeypatch):
+def test_test_drives_it_to_the_end_and_reduce_scatter_gives_the_allreduce_bits(comm, monkeypatch, free_after):
     per_host = _layouts(comm.size)[-1]
-    hier = _pretend_hosts(comm, monkeypatch, per_host)
+    hier = _pretend_hosts(comm, monkeypatch, per_host, free_after)
     a = hier.alloc_buffer(257, np.float64)
     a[...] = _values(comm.rank, 257, np.float64)
     req = hier.iallreduce(a)
@@ -82,10 +83,10 @@ def test_test_drives_it_to_the_end_and_reduce_scatter_gives_the_allreduce_bits(c
 
 
 @pytest.mark.mpi(min_size=2)
-def test_ddp_with_hierarchical_buckets_equals_one_process(comm, monkeypatch):
+def test_ddp_with_hierarchical_buckets_equals_one_process(comm, monkeypatch, free_after):
     from test_ddp import TOL, _data, _mlp, _run
-    hier = _pretend_hosts(comm, monkeypatch, _layouts(comm.size)[-1])
+    hier = _pretend_hosts(comm, monkeypatch, _layouts(comm.size)[-1], free_after)
     x, y = _data(8 * 4, (6,), 3)
-    ref, ddp = _run(_mlp, hier, x, y, batch=8, steps=12)
+    ref, ddp = _run(_mlp, hier, x, y, batch=8, steps=12, free_after=free_after)
     assert {ddp.reducer.comm.buffer_path(b.buffer) for b in ddp.reducer.buckets} == {"hierarchical"}
     assert max_diff(ddp, ref) <= TOL

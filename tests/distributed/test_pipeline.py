@@ -25,9 +25,9 @@ _GRIDS = {}  # (id(comm), stages) -> (comm, grid): see _grid
 
 
 def _grid(comm, stages):
-    """One grid per world and stage count for the whole module: a grid's communicators are never
-    freed, and one MPI process has room for 2048 (MPICH); the suite runs every test in one process
-    per rank. A step leaves no message in flight, so tests can share a grid."""
+    """One grid per world and stage count for the whole module, kept to the end: a step leaves no
+    message in flight, so tests can share a grid (and the suite runs every test in one process per
+    rank, where MPICH has room for about 2048 communicators)."""
     if comm.size % stages:
         pytest.skip(f"{stages} pipeline stages need a world that is a multiple of {stages}, not {comm.size}")
     key = (id(comm), stages)
@@ -69,6 +69,7 @@ def _train(make_model, grid, x, y, micro_batches, schedule="1f1b", steps=20, met
             opt.step()
         if grid.is_last_stage:
             losses.append(float(grid.dp_comm.allreduce(np.array([result.loss_sum]))[0]))
+    stage.free()   # its gradient reducer's communicators; its layers and weights stay
     return ref, stage, ref_losses, losses
 
 
@@ -176,12 +177,12 @@ def test_dropout_in_every_stage_draws_one_process_masks(comm, stages):
 
 
 @pytest.mark.mpi
-def test_stage_keeps_only_its_layers_under_the_single_process_names(comm):
+def test_stage_keeps_only_its_layers_under_the_single_process_names(comm, free_after):
     grid = _grid(comm, comm.size)
     db.manual_seed(0)
     model = _cnn()
     full = [n for n, _ in model.named_parameters()]
-    stage = PipelineStage(model, grid, partition(model, grid.num_stages))
+    stage = free_after(PipelineStage(model, grid, partition(model, grid.num_stages)))
     assert stage.full_parameter_names == full
     mine = [n for n, _ in stage.named_parameters()]
     everyone = grid.pipe_comm.allgather_obj(mine)
@@ -189,11 +190,11 @@ def test_stage_keeps_only_its_layers_under_the_single_process_names(comm):
 
 
 @pytest.mark.mpi
-def test_too_many_micro_batches_are_refused_on_every_rank(comm):
+def test_too_many_micro_batches_are_refused_on_every_rank(comm, free_after):
     grid = _grid(comm, comm.size)
     db.manual_seed(0)
     model = _mlp()
-    stage = PipelineStage(model, grid, partition(model, grid.num_stages))
+    stage = free_after(PipelineStage(model, grid, partition(model, grid.num_stages)))
     x, y = _data(4, (6,), 3)
     with pytest.raises(ValueError, match="5 micro-batches but a replica holds as few as 4 samples"):
         stage.train_step(x, y, 4, 5)

@@ -17,12 +17,12 @@ BATCH = 16  # 1, 2, 4 and 8 micro-batches of equal size, for every replica count
 ITEM = 8    # float64
 
 
-def _stage(comm, schedule):
+def _stage(comm, schedule, free_after):
     db.set_default_dtype(np.float64)
     db.manual_seed(0)
-    grid = ProcessGrid(comm, pipeline_stages=comm.size)
+    grid = free_after(ProcessGrid(comm, pipeline_stages=comm.size))
     model = nn.Sequential(*[nn.Linear(WIDTHS[i], WIDTHS[i + 1]) for i in range(comm.size)])
-    stage = PipelineStage(model, grid, partition(model, grid.num_stages), schedule)
+    stage = free_after(PipelineStage(model, grid, partition(model, grid.num_stages), schedule))
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((BATCH, WIDTHS[0])), rng.integers(0, WIDTHS[comm.size], BATCH)
     return grid, stage, x, y
@@ -31,8 +31,8 @@ def _stage(comm, schedule):
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 4, 8])
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "1f1b-split"])
-def test_messages_and_bytes_sent_are_exact(comm, schedule, micro_batches):
-    grid, stage, x, y = _stage(comm, schedule)
+def test_messages_and_bytes_sent_are_exact(comm, free_after, schedule, micro_batches):
+    grid, stage, x, y = _stage(comm, schedule, free_after)
     for _ in range(2):  # the counters are per step, not cumulative
         stage.train_step(x, y, BATCH, micro_batches)
     stats, s = stage.last_stats, grid.stage
@@ -47,8 +47,8 @@ def test_messages_and_bytes_sent_are_exact(comm, schedule, micro_batches):
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 2, 8])
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
-def test_peak_activation_memory_is_peak_in_flight_times_one_micro_batch(comm, schedule, micro_batches):
-    grid, stage, x, y = _stage(comm, schedule)
+def test_peak_activation_memory_is_peak_in_flight_times_one_micro_batch(comm, free_after, schedule, micro_batches):
+    grid, stage, x, y = _stage(comm, schedule, free_after)
     stage.train_step(x, y, BATCH, micro_batches)
     stats, s = stage.last_stats, grid.stage
     per_micro_batch = set(stats.activation_bytes.values())
@@ -66,8 +66,8 @@ def test_peak_activation_memory_is_peak_in_flight_times_one_micro_batch(comm, sc
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("micro_batches", [1, 2, 8])
-def test_split_schedule_holds_each_linear_input_and_output_gradient_until_the_weights(comm, micro_batches):
-    grid, stage, x, y = _stage(comm, "1f1b-split")
+def test_split_schedule_holds_each_linear_input_and_output_gradient_until_the_weights(comm, free_after, micro_batches):
+    grid, stage, x, y = _stage(comm, "1f1b-split", free_after)
     stage.train_step(x, y, BATCH, micro_batches)
     stats, s = stage.last_stats, grid.stage
     rows = BATCH // micro_batches
@@ -84,12 +84,12 @@ def test_split_schedule_holds_each_linear_input_and_output_gradient_until_the_we
 
 
 @pytest.mark.mpi
-def test_one_f_one_b_holds_less_than_gpipe_on_the_first_stage(comm):
+def test_one_f_one_b_holds_less_than_gpipe_on_the_first_stage(comm, free_after):
     if comm.size < 2:
         pytest.skip("a pipeline of one stage holds every micro-batch under both schedules")
     peaks = {}
     for schedule in ("gpipe", "1f1b"):
-        grid, stage, x, y = _stage(comm, schedule)
+        grid, stage, x, y = _stage(comm, schedule, free_after)
         stage.train_step(x, y, BATCH, 8)
         peaks[schedule] = stage.last_stats.peak_activation_bytes
     if grid.is_first_stage:

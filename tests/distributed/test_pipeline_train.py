@@ -55,11 +55,14 @@ def _make(task):
                        dropout=0.2)
 
 
-def _pair(comm, stages, task, **kw):
-    """(reference Trainer on SelfComm, pipeline Trainer on comm) over copies of the same model."""
+def _pair(comm, stages, task, free_after, **kw):
+    """(reference Trainer on SelfComm, pipeline Trainer on comm) over copies of the same model; the
+    stage and its grid are freed after the test."""
     ref_model = _make(task)
     ref = Trainer(ref_model, Adam(ref_model.parameters(), lr=0.01), SelfComm(), task, batches_per_epoch=4)
     stage = pipeline_stage_for(_cfg(stages, **kw), copy.deepcopy(ref_model), comm, task, [40, 10])
+    free_after(stage.grid)
+    free_after(stage)
     params = list(stage.parameters())
     mine = Trainer(stage, Adam(params, lr=0.01) if params else None, comm, task, batches_per_epoch=4,
                    micro_batches=kw.get("micro_batches", 3), micro_batch_size=kw.get("micro_batch_size", 0))
@@ -75,10 +78,10 @@ def _assert_weights(ref, mine, tol=TOL):
 @pytest.mark.mpi
 @pytest.mark.parametrize("task", ["classification", "regression"])
 @pytest.mark.parametrize("stages", [2, "world"])
-def test_trainer_on_a_pipeline_equals_one_process(comm, task, stages):
+def test_trainer_on_a_pipeline_equals_one_process(comm, free_after, task, stages):
     stages = _stages_for(comm, comm.size if stages == "world" else stages)
     X, y = _data(task)
-    ref, mine = _pair(comm, stages, task)
+    ref, mine = _pair(comm, stages, task, free_after)
     a, b = [], []
     for epoch in range(2):
         for batch in global_batches(len(X), 40, seed=0, epoch=epoch):     # 40, 40, 40, 10
@@ -95,10 +98,10 @@ def test_trainer_on_a_pipeline_equals_one_process(comm, task, stages):
 
 
 @pytest.mark.mpi
-def test_a_non_finite_loss_skips_the_step_on_every_stage_and_replica(comm):
+def test_a_non_finite_loss_skips_the_step_on_every_stage_and_replica(comm, free_after):
     stages = _stages_for(comm, comm.size if comm.size > 1 else 2)
     X, y = _data("regression", n=40)
-    _, mine = _pair(comm, stages, "regression")
+    _, mine = _pair(comm, stages, "regression", free_after)
     y = y.copy()
     y[-1, 0] = np.inf                          # in the last replica's share, seen by the last stage only
     before = mine.model.state_dict()
@@ -114,10 +117,10 @@ def _shared_dir(comm):
 
 
 @pytest.mark.mpi
-def test_checkpoints_move_bitwise_between_one_process_and_a_pipeline(comm):
+def test_checkpoints_move_bitwise_between_one_process_and_a_pipeline(comm, free_after):
     stages = _stages_for(comm, 2)
     X, y = _data("classification")
-    ref, mine = _pair(comm, stages, "classification")
+    ref, mine = _pair(comm, stages, "classification", free_after)
     batches = global_batches(len(X), 40, seed=0, epoch=0)
     for batch in batches[:3]:
         ref.step_on(X, y, batch)

@@ -27,13 +27,13 @@ def _grads(model, rank):
 
 
 @pytest.mark.mpi
-def test_reducer_averages_the_gradients_of_an_armed_backward_and_leaves_others_local(comm):
+def test_reducer_averages_the_gradients_of_an_armed_backward_and_leaves_others_local(comm, free_after):
     reference = _model()
     expected = np.mean([np.concatenate([g.ravel() for g in _grads(reference, r)]) for r in range(comm.size)],
                        axis=0)
     mine = _grads(reference, comm.rank)
     model = _model()
-    reducer = Reducer(model.named_parameters(), comm, bucket_cap_bytes(1e-4))  # several buckets
+    reducer = free_after(Reducer(model.named_parameters(), comm, bucket_cap_bytes(1e-4)))  # several buckets
     assert len(reducer.buckets) > 1
     assert reducer.bytes_per_sync == sum(p.data.nbytes for p in model.parameters())
 

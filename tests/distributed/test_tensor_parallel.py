@@ -109,6 +109,8 @@ def _check_against_one_process(comm, tensor_parallel, data_parallel, p=0.0, gath
         for k in want:
             np.testing.assert_allclose(full[k], want[k], rtol=0, atol=1e-10, err_msg=k)
     assert par.first.weight.shape == (HIDDEN // tensor_parallel, D_IN)
+    dp.free()
+    grid.free()
     comm.barrier()
 
 

@@ -66,14 +66,14 @@ def assert_close(got: dict, want: dict, what: str):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_tensor_parallel_cnn_head_trains_exactly_as_one_process(comm):
-    grid = _grid(comm)   # 2 tensor ranks; a world of 4 adds a second replica (DDP over dp_comm)
+def test_tensor_parallel_cnn_head_trains_exactly_as_one_process(comm, free_after):
+    grid = free_after(_grid(comm))   # 2 tensor ranks; a world of 4 adds a second replica (DDP over dp_comm)
     grads, states = reference()
     model = tp.parallelize(zoo_cnn(), grid.tp_comm)
     kinds = [type(m).__name__ for m in model]
     assert kinds[:8] == ["Reshape", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten"]
     assert isinstance(model[8], ColumnParallelLinear) and isinstance(model[10], RowParallelLinear)
-    net = DistributedDataParallel(model, grid.dp_comm, average=False) if grid.dp_size > 1 else model
+    net = free_after(DistributedDataParallel(model, grid.dp_comm, average=False)) if grid.dp_size > 1 else model
     opt = db.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     lo, hi = shard_bounds(N, grid.replica, grid.dp_size)
     for (step, x, y), (want_model, want_opt) in zip(batches(), states):

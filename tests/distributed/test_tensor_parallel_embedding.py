@@ -28,8 +28,8 @@ def _table(padding_idx=None):
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("padding_idx", [None, 4])   # 4: a row of tensor rank 1
-def test_lookup_and_gradient_are_nn_embedding_bitwise(comm, padding_idx):
-    grid = _grid(comm)
+def test_lookup_and_gradient_are_nn_embedding_bitwise(comm, free_after, padding_idx):
+    grid = free_after(_grid(comm))
     full = _table(padding_idx)
     par = VocabParallelEmbedding.from_embedding(full, grid.tp_comm)
     assert par.weight.shape == (VOCAB // 2, DIM)
@@ -46,8 +46,8 @@ def test_lookup_and_gradient_are_nn_embedding_bitwise(comm, padding_idx):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_gradient_matches_finite_differences_across_the_ranks(comm):
-    grid = _grid(comm)
+def test_gradient_matches_finite_differences_across_the_ranks(comm, free_after):
+    grid = free_after(_grid(comm))
     par = VocabParallelEmbedding.from_embedding(_table(), grid.tp_comm)
     weights = np.random.default_rng(2).standard_normal((*IDX.shape, DIM))
 
@@ -85,8 +85,8 @@ class _Bag(db.nn.Module):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_a_vocab_parallel_model_trains_exactly_as_one_process(comm):
-    grid = _grid(comm)
+def test_a_vocab_parallel_model_trains_exactly_as_one_process(comm, free_after):
+    grid = free_after(_grid(comm))
     one = _Bag(_table(), db.nn.Linear(DIM, CLASSES))
     many = _Bag(_table(), db.nn.Linear(DIM, CLASSES))
     many.embedding = VocabParallelEmbedding.from_embedding(many.embedding, grid.tp_comm)

@@ -75,8 +75,8 @@ def _grid(comm, tensor_parallel, stages):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_two_tensor_ranks_train_the_converted_zoo_mlp_exactly_as_one_process(comm):
-    grid = _grid(comm, 2, 1)
+def test_two_tensor_ranks_train_the_converted_zoo_mlp_exactly_as_one_process(comm, free_after):
+    grid = free_after(_grid(comm, 2, 1))
     par = tp.parallelize_mlp(zoo_mlp([8, 4]), grid.tp_comm)
     assert isinstance(par[1], ColumnParallelLinear) and isinstance(par[4], RowParallelLinear)
     assert par[1].weight.shape == (4, D_IN)
@@ -97,13 +97,13 @@ def test_two_tensor_ranks_train_the_converted_zoo_mlp_exactly_as_one_process(com
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.parametrize("hidden,cut", [([8, 4], 5), ([8, 4, 6], 5), ([8, 4], 3)],
                          ids=["replicated-head", "two-pairs", "cut-inside-a-pair"])
-def test_two_stages_of_two_tensor_ranks_train_exactly_as_one_process(comm, hidden, cut):
-    grid = _grid(comm, 2, 2)
+def test_two_stages_of_two_tensor_ranks_train_exactly_as_one_process(comm, free_after, hidden, cut):
+    grid = free_after(_grid(comm, 2, 2))
     model = tp.parallelize_mlp(zoo_mlp(hidden), grid.tp_comm)
     # Cut after the first RowParallelLinear (layer 4), what crosses is whole and the same on every
     # tp rank; cut inside the pair (after the first dropout), tp rank r's block goes to tp rank r of
     # the next stage, which is the block its RowParallelLinear multiplies: both are exact.
-    stage = PipelineStage(model, grid, [(0, cut), (cut, len(model))], schedule="1f1b")
+    stage = free_after(PipelineStage(model, grid, [(0, cut), (cut, len(model))], schedule="1f1b"))
     del model
     opt = db.optim.SGD(stage.parameters(), lr=LR)
     lo, hi = shard_bounds(N, grid.replica, grid.dp_size)

@@ -75,7 +75,14 @@ def _assert_same_state(full, plain):
             assert np.asarray(full["state"][i][k]).dtype == np.asarray(v).dtype
 
 
-def _run(comm, cls, kwargs, dtype, steps=20, average=False):
+@pytest.fixture
+def plain_comm(comm, free_after):
+    """Plain data parallelism's buffers live on a duplicate of the world, freed after the test: each
+    alloc_buffer holds MPI resources until its communicator is freed."""
+    return free_after(comm.dup())
+
+
+def _run(comm, cls, kwargs, dtype, steps=20, average=False, plain_comm=None):
     plain_model, zero_model = _model(dtype), _model(dtype)
     plain = cls(plain_model.parameters(), **kwargs)
     zero = ZeroRedundancyOptimizer(zero_model.parameters(), cls, comm=comm, average=average, **kwargs)
@@ -83,7 +90,7 @@ def _run(comm, cls, kwargs, dtype, steps=20, average=False):
     zero_sched = optim.lr_scheduler.StepLR(zero, step_size=7, gamma=0.5)
     scale = 1.0 / comm.size if average and comm.size > 1 else None
     for step in range(steps):
-        _plain_step(plain_model, plain, comm, step, dtype, scale)
+        _plain_step(plain_model, plain, plain_comm or comm, step, dtype, scale)
         _backward(zero_model, comm.rank, step, dtype)
         zero.step()
         plain_sched.step()
@@ -100,8 +107,10 @@ def _assert_bitwise(model_a, model_b):
 @pytest.mark.mpi
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
-def test_zero_weights_state_and_checkpoint_equal_plain_data_parallelism(comm, cls, kwargs, dtype):
-    plain_model, plain, zero_model, zero = _run(comm, cls, kwargs, dtype)
+def test_zero_weights_state_and_checkpoint_equal_plain_data_parallelism(comm, plain_comm, free_after, cls, kwargs,
+                                                                       dtype):
+    plain_model, plain, zero_model, zero = _run(comm, cls, kwargs, dtype, plain_comm=plain_comm)
+    free_after(zero)
     _assert_bitwise(plain_model, zero_model)
     assert zero.param_groups[0]["lr"] == plain.param_groups[0]["lr"] == zero.optim.param_groups[0]["lr"]
 
@@ -121,10 +130,10 @@ def test_zero_weights_state_and_checkpoint_equal_plain_data_parallelism(comm, cl
     resumed_model = _model(dtype)
     for a, b in zip(resumed_model.parameters(), zero_model.parameters()):
         a.data[...] = b.data
-    resumed = ZeroRedundancyOptimizer(resumed_model.parameters(), cls, comm=comm, **kwargs)
+    resumed = free_after(ZeroRedundancyOptimizer(resumed_model.parameters(), cls, comm=comm, **kwargs))
     resumed.load_state_dict(plain.state_dict())
     for step in range(20, 25):
-        _plain_step(plain_model, plain, comm, step, dtype)
+        _plain_step(plain_model, plain, plain_comm, step, dtype)
         _backward(resumed_model, comm.rank, step, dtype)
         resumed.step()
     _assert_bitwise(plain_model, resumed_model)
@@ -134,16 +143,19 @@ def test_zero_weights_state_and_checkpoint_equal_plain_data_parallelism(comm, cl
 
 
 @pytest.mark.mpi
-def test_zero_average_true_equals_averaged_data_parallelism(comm):
-    plain_model, _, zero_model, _ = _run(comm, optim.Adam, {"lr": 1e-2}, np.float64, steps=8, average=True)
+def test_zero_average_true_equals_averaged_data_parallelism(comm, plain_comm, free_after):
+    plain_model, _, zero_model, zero = _run(comm, optim.Adam, {"lr": 1e-2}, np.float64, steps=8, average=True,
+                                            plain_comm=plain_comm)
+    free_after(zero)
     _assert_bitwise(plain_model, zero_model)
 
 
 @pytest.mark.mpi
-def test_zero_through_mpi_reduce_scatter_without_shared_memory(comm, monkeypatch):
+def test_zero_through_mpi_reduce_scatter_without_shared_memory(comm, free_after, monkeypatch):
     # MPI's own Reduce_scatter and Allreduce: the same bits at two ranks, equal to rounding beyond
     monkeypatch.setenv("DISTBP_SHM_ALLREDUCE", "0")
-    plain_model, _, zero_model, _ = _run(comm, optim.SGD, {"lr": 0.01, "momentum": 0.9}, np.float64, steps=8)
+    plain_model, _, zero_model, zero = _run(comm, optim.SGD, {"lr": 0.01, "momentum": 0.9}, np.float64, steps=8)
+    free_after(zero)
     for a, b in zip(plain_model.parameters(), zero_model.parameters()):
         if comm.size <= 2:
             assert np.array_equal(a.data, b.data)
@@ -153,7 +165,8 @@ def test_zero_through_mpi_reduce_scatter_without_shared_memory(comm, monkeypatch
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("numel", [1, 2, 5, 13])
-def test_reduce_scatter_and_allgather_slices_match_allreduce(comm, numel):
+def test_reduce_scatter_and_allgather_slices_match_allreduce(comm, free_after, numel):
+    comm = free_after(comm.dup())  # its shared buffers go with it
     shared = comm.alloc_buffer(numel, np.float64)
     shared[...] = np.random.default_rng(comm.rank).standard_normal(numel)
     expected = comm.alloc_buffer(numel, np.float64)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ... import _env
-from .base import Communicator, Request
+from .base import Communicator, CommunicatorFreedError, Request
 from .mpi import MPIComm
 from .self import SelfComm
 
@@ -52,11 +52,12 @@ _world = None
 
 
 def get_comm() -> Communicator:
-    """The process-wide communicator (MPI when launched by MPI, else a world of one)."""
+    """The process-wide communicator (MPI when launched by MPI, else a world of one). After its
+    free(), the next call makes a new one (COMM_WORLD itself is never freed)."""
     global _world
-    if _world is None:
+    if _world is None or getattr(_world, "_freed", False):
         _world = MPIComm() if launched_by_mpi() else SelfComm()
     return _world
 
 
-__all__ = ["Communicator", "MPIComm", "Request", "SelfComm", "get_comm", "launched_by_mpi"]
+__all__ = ["Communicator", "CommunicatorFreedError", "MPIComm", "Request", "SelfComm", "get_comm", "launched_by_mpi"]

@@ -28,6 +28,28 @@ def _check_op(op: str) -> str:
     return op
 
 
+class CommunicatorFreedError(RuntimeError):
+    """A communicator, or what was built on it, was used after its free()."""
+
+
+class Freed:
+    """Stands in for the MPI handle of a freed communicator: any use raises CommunicatorFreedError,
+    so a freed communicator refuses every call with one clear line instead of an MPI error (or a
+    crash) from a released handle."""
+
+    def __init__(self, what: str):
+        self._what = what
+
+    def error(self) -> CommunicatorFreedError:
+        return CommunicatorFreedError(f"{self._what} was freed (free(), or the end of its `with` block) and "
+                                      "cannot be used again; build a new one (comm.split(), a new ProcessGrid)")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):  # copy, pickle and friends probe for optional methods
+            raise AttributeError(name)
+        raise self.error()
+
+
 class Request:
     """A started nonblocking operation: `test()` drives it forward, `wait()` finishes it."""
 
@@ -157,3 +179,21 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         """End every rank of the job now (used when one rank fails, so none hangs)."""
         os._exit(code)
+
+    # ----- releasing what a communicator holds (torch: dist.destroy_process_group(group)) -----
+    def free(self) -> None:
+        """Release the MPI communicators and shared-memory windows this communicator created; the
+        one it was built over (COMM_WORLD, or a communicator a user passed in) is never freed.
+        Collective: every rank of it calls free(), in the same order as its other collectives.
+        Calling it again does nothing; any other call afterwards raises CommunicatorFreedError.
+        Arrays from `alloc_buffer` live in the released memory: do not touch them after free().
+        A world of one holds nothing, so this is a no-op there."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Not after an error: free() is collective, and a rank that raised may be the only one
+        # here; the others wait in a collective that it will never join. Leave it to the exit.
+        if exc_type is None:
+            self.free()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy
 
 from ... import backend
-from .base import Communicator, Request
+from .base import Communicator, Freed, Request
 
 
 def transfer_path(comm, array) -> str:
@@ -76,6 +76,7 @@ class DeviceComm(Communicator):
         self.host = host
         self.rank, self.size = host.rank, host.size
         self.cp = cp if cp is not None else backend.cupy_module()
+        self._owns_host = False  # True when split() made `host`: free() frees it then
 
     def _on_device(self, array) -> bool:
         return self.cp is not None and isinstance(array, self.cp.ndarray)
@@ -141,7 +142,20 @@ class DeviceComm(Communicator):
 
     # ----- the rest is the MPI communicator's -----
     def split(self, color, key=None):
-        return type(self)(self.host.split(color, key), self.cp)
+        made = type(self)(self.host.split(color, key), self.cp)
+        made._owns_host = True
+        return made
+
+    def free(self) -> None:
+        """Collective: release the device path's resources, and `host` when split() made it (an MPI
+        communicator passed in belongs to the caller and stays usable)."""
+        if isinstance(self.host, Freed):
+            return
+        self._free_device()
+        if self._owns_host:
+            self.host.free()
+        self._released_host = self.host  # still aborts the job (MPIComm.abort works once freed)
+        self.host = Freed(f"GPU communicator (rank {self.rank} of {self.size})")
 
     def bcast_obj(self, obj, root=0):
         return self.host.bcast_obj(obj, root)
@@ -153,13 +167,16 @@ class DeviceComm(Communicator):
         self.host.barrier()
 
     def abort(self, code=1):
-        self.host.abort(code)
+        getattr(self, "_released_host", self.host).abort(code)
 
     @property
     def watchdog(self):
         return self.host.watchdog
 
     # ----- what a subclass provides -----
+    def _free_device(self) -> None:
+        """Release what the device path holds (an NCCL communicator); nothing by default."""
+
     def _device_iallreduce(self, array, op) -> Request:
         raise NotImplementedError
 

@@ -42,6 +42,8 @@ def _stuck_on_me(answer: numpy.ndarray) -> bool:
     if not 0 <= dog_id < len(wd._watchdogs):
         return False
     mine = wd._watchdogs[dog_id]
+    if mine is None:   # a communicator this rank has freed: no verdict
+        return False
     if state == wd.IN_POINT_TO_POINT:
         return peer == mine.rank
     return state == wd.IN_COLLECTIVE and seq > _completed(mine)   # else computing or failing: no verdict

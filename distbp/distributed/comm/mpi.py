@@ -13,7 +13,7 @@ import pickle
 import numpy
 
 from ... import _env, backend
-from .base import Communicator, Request, _check_op, slice_bounds
+from .base import Communicator, Freed, Request, _check_op, slice_bounds
 from .hierarchical import HierarchicalAllreduce, HostBuffers, host_layout
 from .leftovers import unlink_after_start
 from .shm import ALLGATHER, REDUCE_SCATTER, SharedAllreduce, SharedSegments
@@ -59,7 +59,11 @@ class MPIComm(Communicator):
 
     Blocking calls are the nonblocking MPI call plus a watched wait, so every call has a deadline
     (`timeout` seconds, default DISTBP_COLLECTIVE_TIMEOUT or 300) and, in debug mode, a fingerprint
-    check across ranks."""
+    check across ranks.
+
+    `free()` releases what it created (see Communicator.free): the communicators of its node groups,
+    its shared windows, its watchdog's side communicator, and `mpi_comm` itself only when `split`
+    made it (a communicator passed in belongs to the caller)."""
 
     def __init__(self, mpi_comm=None, timeout: float | None = None, debug: bool | None = None):
         from mpi4py import MPI
@@ -78,6 +82,8 @@ class MPIComm(Communicator):
         self._hierarchical = {}  # id(array) -> HostBuffers, for arrays from alloc_buffer across hosts
         self._in_flight = []  # shared-memory and hierarchical requests not finished yet
         self._windows = []    # SharedSegments and HostBuffers, freed at exit
+        self._owns_comm = False  # True when split() made self.comm: free() frees it then
+        self._freed = False
 
     def _op(self, op):
         return self._ops[_check_op(op)]
@@ -88,6 +94,8 @@ class MPIComm(Communicator):
         self.watchdog.wait(start(), rec)
 
     def alloc_buffer(self, numel, dtype, xp=numpy):
+        if self._freed:
+            raise self.comm.error()
         if (xp is not numpy or self.size == 1 or numel < self.size
                 or not _env.get("DISTBP_SHM_ALLREDUCE", lenient=True)):
             return xp.empty(numel, dtype=dtype)
@@ -112,6 +120,31 @@ class MPIComm(Communicator):
             for buffers in self._windows:
                 buffers.free()
         self._windows.clear()
+        self._shared.clear()
+        self._hierarchical.clear()
+
+    def free(self) -> None:
+        """Collective over this communicator; see Communicator.free. Starts with a barrier under the
+        watchdog, so a rank that never arrives is reported instead of hanging the others in MPI's
+        frees (a window's free waits for every rank of its node)."""
+        if self._freed or self.MPI.Is_finalized():
+            return
+        if self._in_flight:
+            raise RuntimeError(f"free() with {len(self._in_flight)} shared-memory allreduce(s) not finished; "
+                               "wait() for their requests first")
+        self.barrier()
+        if self._windows:
+            atexit.unregister(self._free_windows)
+            self._free_windows()
+        for handle in (self._cross, self._node):  # made by Split; every rank made the same ones
+            if handle is not None:
+                handle.Free()
+        self._cross = self._node = self._layout = None
+        if self.watchdog.free() and self._owns_comm:  # the world's watchdog keeps its communicator
+            self.comm.Free()
+        self._freed = True
+        what = f"communicator (rank {self.rank} of {self.size})"
+        self.comm = self.watchdog = Freed(what)
 
     def _node_group(self):
         """The ranks that share this machine (collective on first call)."""
@@ -271,7 +304,9 @@ class MPIComm(Communicator):
     def split(self, color, key=None):
         self.watchdog.begin("split")
         sub = self.comm.Split(color, self.rank if key is None else key)
-        return MPIComm(sub, self.watchdog.timeout, self.watchdog.debug)
+        made = MPIComm(sub, self.watchdog.timeout, self.watchdog.debug)
+        made._owns_comm = True
+        return made
 
     # Pickled objects travel as byte arrays through the same watched calls as arrays.
     def bcast_obj(self, obj, root=0):
@@ -296,4 +331,4 @@ class MPIComm(Communicator):
         self._run("barrier", None, self.comm.Ibarrier)
 
     def abort(self, code=1):
-        self.comm.Abort(code)
+        (self.MPI.COMM_WORLD if self._freed else self.comm).Abort(code)

@@ -67,6 +67,10 @@ class NCCLComm(DeviceComm):
         self.nccl = nccl.NcclCommunicator(host.size, uid, host.rank)
         self.stream = self.cp.cuda.Stream(non_blocking=True)
 
+    def _free_device(self) -> None:
+        self.stream.synchronize()  # nothing queued may still use the NCCL communicator
+        self.nccl.destroy()
+
     def _type(self, array) -> int:
         name = _DTYPES.get(numpy.dtype(array.dtype).name)
         if name is None:

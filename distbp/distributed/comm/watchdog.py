@@ -31,7 +31,7 @@ IDLE, IN_COLLECTIVE, IN_POINT_TO_POINT, FAILING = range(4)
 # MPI_Abort makes the launcher tear the job down at once, and Hydra can close a rank's stderr pipe
 # before it has forwarded what is in it (the report was lost in about 1 run of 10): a moment's pause.
 ABORT_GRACE_S = 0.5
-_watchdogs = []   # every Watchdog of this process, in creation order: the same ids on every rank
+_watchdogs = []   # every Watchdog of this process, in creation order: the same ids on every rank (None: freed)
 _world = None     # the first Watchdog over all of COMM_WORLD: its side communicator carries end questions
 _ANSWER_BYTES = 512  # room for a point-to-point call's `what` label
 _step = 0
@@ -132,6 +132,15 @@ class Watchdog:
         if _world is None and MPI.Comm.Compare(mpi_comm, MPI.COMM_WORLD) in (MPI.IDENT, MPI.CONGRUENT):
             self.ending = mpi_comm.Dup()  # the barrier of ranks that all failed (ending.py)
             _world = self
+
+    def free(self) -> bool:
+        """Release the side communicator (MPIComm.free); False for the world's watchdog, which stays:
+        its communicators carry the end of the job (ending.py) for as long as the process runs."""
+        if self is _world:
+            return False
+        self.side.Free()
+        _watchdogs[self.id] = None   # the slot stays, so the other watchdogs keep their ids
+        return True
 
     # ----- start of a call -----
     def begin(self, op: str, array=None, collective: bool = True, peer: int | None = None,

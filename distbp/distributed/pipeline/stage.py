@@ -17,7 +17,8 @@ layer's masks are the ones it draws in one process's forward of the whole batch.
 
 Sync points: the constructor (the gradient reducer duplicates dp_comm when there are replicas);
 each train_step (point-to-point with the neighbouring stages, the first one also a shape exchange
-over pipe_comm, then the gradient sum over dp_comm)."""
+over pipe_comm, then the gradient sum over dp_comm); `free()`, collective over dp_comm, which
+releases that reducer (the grid belongs to the caller: free it after its stages)."""
 from __future__ import annotations
 
 import itertools
@@ -32,6 +33,7 @@ from ...data import shard_bounds
 from ...nn import Module, functional
 from .. import p2p, trace
 from ..reducer import Reducer, bucket_cap_bytes
+from ..releasing import Releasable
 from .partition import check_pipeline_model
 from .schedule import build_schedule, build_schedules, check_schedules, is_split
 
@@ -105,7 +107,7 @@ def _saved_bytes(out, exclude: set) -> int:
     return total
 
 
-class PipelineStage(Module):
+class PipelineStage(Releasable, Module):
     """The layers `bounds[grid.stage]` of `model` (an nn.Sequential), trained as one pipeline stage.
 
     Every rank builds the same full model (same seed) and passes it whole; the stage keeps only its
@@ -160,6 +162,10 @@ class PipelineStage(Module):
         object.__setattr__(self, "reducer", Reducer(self.named_parameters(), grid.dp_comm, bucket_cap_bytes(25),
                                                     average=False) if grid.dp_size > 1 and reduce_gradients else None)
 
+    def _release(self) -> None:
+        if self.reducer is not None:
+            self.reducer.free()
+
     def forward(self, x):
         for layer in self._modules.values():
             x = layer(x)
@@ -196,6 +202,7 @@ class PipelineStage(Module):
         over the replicas. X (this replica's inputs) is used on the first stage, y (its targets) on the
         last; the gradients add into `.grad` (zero them before, step the optimizer after). `step` keys
         the dropout masks (default: the number of train_steps taken)."""
+        self._check_not_freed()
         grid = self.grid
         started = time.perf_counter()
         lo, hi = shard_bounds(int(global_batch), grid.replica, grid.dp_size)
