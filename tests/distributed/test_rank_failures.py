@@ -155,7 +155,7 @@ def test_ctrl_c_on_mpiexec_interrupts_every_rank_and_prints_one_line(tmp_path):
     # mpiexec passes SIGINT on to every rank. Sent to mpiexec itself: signalled, the `timeout` wrapper
     # would pass it to mpiexec and again to its whole process group, and the doubled SIGINT can fail an
     # assertion in MPICH's launcher (a terminal's Ctrl-C, one SIGINT to the group, gives 130: checked by hand).
-    mpiexec = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
+    mpiexec = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
     os.kill(mpiexec, signal.SIGINT)
     _, err, took = _finish(proc, time.monotonic())
     assert proc.returncode == 130, err
