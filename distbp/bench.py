@@ -64,6 +64,7 @@ from distbp.distributed.pipeline import PipelineStage, partition
 from distbp.distributed.pipeline.schedule import SCHEDULES
 from distbp.optim import SGD
 from distbp.training import registry
+from distbp.training.config import partition_method
 from distbp.training.trainer import UsageError, tensor_parallel_for
 
 # Input shape of one sample and options of each zoo model here (mlp: from --sizes); a model
@@ -141,9 +142,10 @@ def parse_args(argv=None):
                    help="pipeline-parallel: P stages x world/P data-parallel replicas")
     p.add_argument("--micro-batches", type=int, default=4, metavar="M", help="micro-batches per step (pipeline)")
     p.add_argument("--schedule", default="1f1b", choices=list(SCHEDULES), help="pipeline schedule")
-    p.add_argument("--partition", default="uniform", metavar="uniform|parameters|i,j,...",
+    p.add_argument("--partition", default="uniform", metavar="uniform|parameters|balanced|i,j,...",
                    help="where to cut the model into stages: equal layer counts, balanced parameters, "
-                        "or split points in the model's layer list")
+                        "equal work (cutting inside a Linear), or split points in the model's layer list "
+                        "(i:k: inside layer i at output feature k)")
     p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
                    help="tensor-parallel mlp or cnn head: T tensor ranks x world/T data-parallel replicas")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -177,12 +179,10 @@ def parse_args(argv=None):
                     "every micro-batch needs a sample")
         if args.device != "cpu" or args.scaling or args.compare_bare:
             p.error("--pipeline-stages runs on the cpu, without --scaling or --compare-bare")
-        if args.partition not in ("uniform", "parameters"):
-            try:
-                args.partition = [int(s) for s in args.partition.split(",")]
-            except ValueError:
-                p.error(f"--partition must be uniform, parameters or comma-separated split points such as 4,7, "
-                        f"got {args.partition!r}")
+        try:
+            args.partition = partition_method(args.partition)
+        except ValueError as e:
+            p.error(f"--partition {args.partition!r}: {e}")
     return args
 
 

@@ -85,7 +85,7 @@ def test_bad_flags_give_one_line(argv, words):
     (["--micro-batches", "-1"], "invalid micro_batches -1: must be 0 or more"),
     (["--micro-batches", "4", "--micro-batch-size", "8"], "give --micro-batches or --micro-batch-size, not both"),
     (["--schedule", "zb"], "invalid schedule 'zb': choose one of gpipe, 1f1b"),
-    (["--partition", "even"], "invalid partition 'even': give uniform, parameters or increasing layer indices"),
+    (["--partition", "even"], "invalid partition 'even': give uniform, parameters, balanced or increasing split points"),
     (["--partition", "4,2"], "invalid partition '4,2': split points must be positive and increase strictly"),
     (["--partition", "0,2"], "invalid partition '0,2'"),
     (["--zero", "2"], "invalid zero 2: choose 0 or 1"),

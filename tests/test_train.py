@@ -425,6 +425,11 @@ def test_pipeline_usage_errors_in_one_process(tmp_path):
     (4, ["--pipeline-stages", "2", "--micro-batches", "40"], "--micro-batches 40: a replica holds only 32 samples"),
     (2, ["--pipeline-stages", "2", "--partition", "9"], "split points [9] must increase strictly and lie in 1..3"),
     (2, ["--pipeline-stages", "2", "--partition", "1,2"], "2 stages need 1 split points, got 2"),
+    (2, ["--pipeline-stages", "2", "--partition", "2:5"], "split point 2:5 cuts inside layer 2, which is a ReLU"),
+    (2, ["--pipeline-stages", "2", "--partition", "balanced", "--model", "cnn"],
+     "partition 'balanced' counts the work of nn.Linear layers only, and layer '1' is a Conv2d"),
+    (4, ["--pipeline-stages", "2", "--tensor-parallel", "2", "--partition", "1:64"],
+     "--partition 1:64 cuts inside a Linear, which --tensor-parallel 2 already splits"),
 ])
 def test_pipeline_usage_errors_are_one_line_and_exit_2_on_every_rank(tmp_path, ranks, args, words):
     _one_line_error(_mpi_train(ranks, "--no-progress", *args, "--checkpoint-dir", str(tmp_path), check=False),

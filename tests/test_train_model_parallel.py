@@ -138,6 +138,19 @@ def test_a_run_resumes_across_tensor_pipeline_and_zero_grids_as_the_unbroken_run
     _assert_close(tmp_path / "one", mix)
 
 
+def test_a_balanced_pipeline_resumes_on_one_process_and_another_cut_as_the_unbroken_run(tmp_path):
+    # balanced cuts the mlp's first Linear (64 -> 24) inside; 2 stages x 2 replicas, then 3 stages
+    # cutting elsewhere, then one process; adam, so the cut layer's moments move too
+    assert main([*MLP, "--checkpoint-dir", str(tmp_path / "one")]) == 0
+    mix = str(tmp_path / "mix")
+    _mpi_train(4, *MLP, "--checkpoint-dir", mix, "--steps", "9", "--pipeline-stages", "2", "--partition", "balanced")
+    _mpi_train(3, *MLP, "--checkpoint-dir", mix, "--resume", "--steps", "18", "--pipeline-stages", "3",
+               "--partition", "1:10,1:20", "--schedule", "1f1b-split")
+    assert main([*MLP, "--checkpoint-dir", mix, "--resume", "--steps", "0"]) == 0
+    assert checkpoint.load(checkpoint.latest(mix)).meta["step"] == 26
+    _assert_close(tmp_path / "one", mix)
+
+
 def _diverged_step(result) -> int:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr

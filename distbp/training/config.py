@@ -69,7 +69,9 @@ class TrainConfig:
     micro_batch_size: int = _opt(0, "samples per micro-batch instead of --micro-batches (0: not used)")
     schedule: str = _opt("1f1b", "pipeline schedule: {schedule}")
     partition: str = _opt("uniform", "where to cut the model into stages: uniform (equal layer counts), "
-                                     "parameters (balanced parameter counts) or split points i,j,...")
+                                     "parameters (balanced parameter counts), balanced (equal work, cutting "
+                                     "inside a Linear; mlp) or split points i,j,... (i:k: inside layer i, at "
+                                     "output feature k)")
     zero: int = _opt(0, "1: shard the optimizer state over the data-parallel ranks (of each stage and tensor "
                         "shard; ZeRO stage 1; same weights as 0); 0: every rank keeps all of it")
     tensor_parallel: int = _opt(1, "split every Linear pair of the mlp, or the cnn's head, over T ranks (Megatron "
@@ -262,15 +264,21 @@ def _check_deterministic(cfg: TrainConfig) -> None:
 
 
 def partition_method(text: str):
-    """--partition as `distributed.pipeline.partition` takes it: a method name or a list of split points."""
-    if text in ("uniform", "parameters"):
+    """--partition as `distributed.pipeline.partition` takes it: a method name or a list of split points,
+    each a layer index i or i:k, a (layer, output feature) pair that cuts inside Linear i."""
+    if text in ("uniform", "parameters", "balanced"):
         return text
-    try:
-        points = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError("give uniform, parameters or increasing layer indices like 3 or 2,5") from None
-    if points != sorted(set(points)) or points[0] < 1:
-        raise ValueError("split points must be positive and increase strictly, like 2,5")
+    points = []
+    for item in text.split(","):
+        layer, sep, feature = item.partition(":")
+        try:
+            points.append((int(layer), int(feature)) if sep else int(layer))
+        except ValueError:
+            raise ValueError("give uniform, parameters, balanced or increasing split points like 3, 2,5 or 4:762 "
+                             "(inside layer 4, at output feature 762)") from None
+    keys = [(p, 0) if isinstance(p, int) else p for p in points]
+    if keys != sorted(set(keys)) or keys[0] <= (0, 0):
+        raise ValueError("split points must be positive and increase strictly, like 2,5 or 4:762,6")
     return points
 
 

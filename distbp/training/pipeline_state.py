@@ -7,7 +7,30 @@ those parameters only, indexed 0.. in the stage's order. Mapping through the par
 file written by any grid load on any other: 1 process, P stages, P stages x R replicas."""
 from __future__ import annotations
 
+import numpy
+
+from ..distributed.pipeline.split_linear import LinearPiece
 from .checkpoint import Checkpoint, CheckpointError
+from .tensor_parallel_state import local_checkpoint
+
+
+def _piece_shapes(stage) -> dict:
+    """Parameter name -> shape of this stage's share of each Linear cut between stages (LinearPiece)."""
+    return {f"{prefix}.{name}": tuple(p.shape) for prefix, module in stage.named_modules()
+            if isinstance(module, LinearPiece) for name, p in module.named_parameters()}
+
+
+def _merge_state(states: list, shapes: list) -> dict:
+    """One parameter's optimizer state from the stages that hold pieces of it, in stage order: the
+    arrays of the piece's shape (momentum, moments) joined along the cut, the rest (step counts)
+    the same on every stage."""
+    merged = {}
+    for key, value in states[0].items():
+        if getattr(value, "shape", None) == shapes[0]:
+            merged[key] = numpy.concatenate([st[key] for st in states], axis=0)
+        else:
+            merged[key] = value
+    return merged
 
 
 def gather_state(stage, optimizer_state, grid, model_state=None):
@@ -20,32 +43,39 @@ def gather_state(stage, optimizer_state, grid, model_state=None):
     if grid.replica != 0 or grid.tp_rank != 0:
         return None
     names = [n for n, _ in stage.named_parameters()]
-    mine = (stage.state_dict() if model_state is None else model_state, None, None)
+    pieces = _piece_shapes(stage)
+    mine = (stage.state_dict() if model_state is None else model_state, None, None, pieces)
     if optimizer_state is not None:
         sd = optimizer_state
         if len(sd["param_groups"]) != 1:
             raise ValueError("a pipeline checkpoint holds one optimizer parameter group per stage")
         group = {k: v for k, v in sd["param_groups"][0].items() if k != "params"}
-        mine = (mine[0], {names[i]: state for i, state in sd["state"].items()}, group)
+        mine = (mine[0], {names[i]: state for i, state in sd["state"].items()}, group, pieces)
     parts = grid.pipe_comm.allgather_obj(mine)
     if grid.stage != 0:
         return None
-    weights = {}
-    for part, _, _ in parts:
-        weights.update(part)
+    # A Linear cut between stages (LinearPiece) comes in pieces, rows lo:hi of the whole in stage order
+    weights, state_parts = {}, {}
+    for part, by_name, _, shapes in parts:
+        for name, value in part.items():
+            weights.setdefault(name, []).append(value)
+        for name, st in (by_name or {}).items():
+            state_parts.setdefault(name, []).append((st, shapes.get(name)))
+    weights = {name: v[0] if len(v) == 1 else numpy.concatenate(v, axis=0) for name, v in weights.items()}
     full = stage.full_parameter_names
     index = {name: i for i, name in enumerate(full)}
-    states = {}
-    for _, by_name, _ in parts:
-        states.update({index[name]: st for name, st in (by_name or {}).items()})
-    group = next(g for _, _, g in parts if g is not None)
+    states = {index[name]: v[0][0] if len(v) == 1 else _merge_state([st for st, _ in v], [s for _, s in v])
+              for name, v in state_parts.items()}
+    group = next(g for _, _, g, _ in parts if g is not None)
     model_state = {k: weights[k] for k in stage.full_state_keys}
     return model_state, {"state": dict(sorted(states.items())), "param_groups": [{**group, "params": list(range(len(full)))}]}
 
 
 def restore_stage(ckpt: Checkpoint, stage, optimizer) -> None:
     """Load this stage's part of a checkpoint written by any grid: its weights and buffers, and its
-    parameters' optimizer state found by name."""
+    parameters' optimizer state found by name (of a Linear cut between stages, this stage's rows)."""
+    if _piece_shapes(stage):
+        ckpt = local_checkpoint(ckpt, stage)
     if set(ckpt.model) != set(stage.full_state_keys):
         missing = sorted(set(stage.full_state_keys) - set(ckpt.model))
         unexpected = sorted(set(ckpt.model) - set(stage.full_state_keys))

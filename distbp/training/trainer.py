@@ -411,8 +411,13 @@ def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes, grid: ProcessGr
     if cfg.device != "cpu":
         raise UsageError(f"--pipeline-stages {stages} runs on --device cpu only")
     dp = grid.dp_size if grid is not None else comm.size // stages
+    method = partition_method(cfg.partition)
+    if grid is not None and grid.tp_size > 1 and (method == "balanced" or any(isinstance(p, tuple) for p in method)):
+        raise UsageError(f"--partition {cfg.partition} cuts inside a Linear, which --tensor-parallel "
+                         f"{grid.tp_size} already splits over its ranks; cut at layer boundaries (uniform, "
+                         "parameters or layer indices)")
     try:
-        bounds = partition(model, stages, partition_method(cfg.partition))
+        bounds = partition(model, stages, method)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--pipeline-stages {stages} --partition {cfg.partition} with model {cfg.model!r}: "
                          f"{e}") from None

@@ -33,6 +33,18 @@ def shard(n: int, rank: int, size: int) -> slice:
     return slice(start, start + base + (rank < extra))
 
 
+def own_rows(model, name: str, full):
+    """The part of the single-process tensor `full` (named `name`) that `model` holds: rows lo:hi of a
+    Linear cut between pipeline stages or sharded over tensor ranks (its `shard_spec`), else all."""
+    prefix, _, leaf = name.rpartition(".")
+    spec = getattr(dict(model.named_modules()).get(prefix), "shard_spec", {}).get(leaf)
+    if spec is None or spec.dim is None or full.shape[spec.dim] != spec.full:
+        return full
+    index = [slice(None)] * full.ndim
+    index[spec.dim] = slice(spec.start, spec.stop)
+    return full[tuple(index)]
+
+
 def max_diff(model_a, model_b) -> float:
     a, b = model_a.state_dict(), model_b.state_dict()
     assert a.keys() == b.keys()

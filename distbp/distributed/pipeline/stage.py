@@ -34,7 +34,7 @@ from ...nn import Module, functional
 from .. import p2p, trace
 from ..reducer import Reducer, bucket_cap_bytes
 from ..releasing import Releasable
-from .partition import check_pipeline_model
+from .partition import check_bounds, check_pipeline_model, stage_layers
 from .schedule import build_schedule, build_schedules, check_schedules, is_split
 
 LOSSES = {"cross_entropy": lambda out, y: functional.cross_entropy(out, y, reduction="sum")}
@@ -119,7 +119,8 @@ class PipelineStage(Releasable, Module):
     Args:
         model: an nn.Sequential (see `partition`); BatchNorm is refused.
         grid: a ProcessGrid; this rank runs stage `grid.stage` of replica `grid.replica`.
-        bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`).
+        bounds: one (start, end) layer range per stage (`partition(model, grid.num_stages, ...)`); an
+            end may be a (layer, output feature) pair that cuts a Linear between two stages.
         schedule: a name in SCHEDULES: "1f1b", "gpipe", "1f1b-slack" or "1f1b-split" (build_schedule).
         loss: "cross_entropy" or a callable (output, target) -> the SUM of per-sample losses.
         reduce_gradients: sum the gradients over the replicas (grid.dp_comm) at the end of each
@@ -131,17 +132,7 @@ class PipelineStage(Releasable, Module):
                  reduce_gradients: bool = True):
         super().__init__()
         check_pipeline_model(model)
-        bounds = [tuple(b) for b in bounds]
-        if len(bounds) != grid.num_stages:
-            raise ValueError(f"{len(bounds)} layer ranges for a pipeline of {grid.num_stages} stages; "
-                             "give one (start, end) per stage, e.g. partition(model, grid.num_stages)")
-        expected = 0
-        for start, end in bounds:
-            if start != expected or end <= start:
-                raise ValueError(f"layer ranges {bounds} must be consecutive, non-empty and start at 0")
-            expected = end
-        if expected != len(model):
-            raise ValueError(f"layer ranges {bounds} cover {expected} layers; the model has {len(model)}")
+        bounds = check_bounds(model, bounds, grid.num_stages)
         if isinstance(loss, str):
             if loss not in LOSSES:
                 raise ValueError(f"unknown pipeline loss {loss!r}; expected {' or '.join(LOSSES)} or a callable")
@@ -152,8 +143,7 @@ class PipelineStage(Releasable, Module):
         self.loss_fn = loss
         self.full_parameter_names = [n for n, _ in model.named_parameters()]
         self.full_state_keys = list(model.state_dict().keys())
-        start, end = bounds[grid.stage]
-        for name, layer in list(model._modules.items())[start:end]:
+        for name, layer in stage_layers(model, bounds, grid.stage):
             setattr(self, name, layer)
         self.steps = 0  # train_steps taken: the `step` of the dropout keys unless train_step is given one
         self._checked = set()  # micro-batch counts whose schedules every stage has verified
