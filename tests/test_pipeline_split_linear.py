@@ -1,5 +1,6 @@
 """A Linear cut between pipeline stages (LinearPiece), and the partitions that cut inside a Linear."""
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def float64():
 def _chain(linear, cuts):
     """The pieces of `linear` between consecutive cuts, applied in turn (what the stages run)."""
     edges = [0, *cuts, linear.out_features]
-    return [LinearPiece(linear, a, b) for a, b in zip(edges, edges[1:])]
+    return [LinearPiece(linear, a, b) for a, b in itertools.pairwise(edges)]
 
 
 @pytest.mark.parametrize("cuts", [[3], [1], [6], [2, 5], [1, 2, 3, 4, 5, 6]])
@@ -107,12 +108,11 @@ def _costs_of(model, bounds):
     """Multiply-adds per sample of each stage, counted from the pieces the stages hold."""
     total = []
     for s in range(len(bounds)):
-        work, seen_params = 0, False
+        work = 0
         for name, layer in stage_layers(model, bounds, s):
             first = all(not list(m.parameters()) for m in list(model._modules.values())[:int(name)])
             rows = layer.hi - layer.lo if isinstance(layer, LinearPiece) else getattr(layer, "out_features", 0)
             work += (2 if first else 3) * getattr(layer, "in_features", 0) * rows
-            seen_params = seen_params or bool(list(layer.parameters()))
         total.append(work)
     return total
 
