@@ -1,7 +1,8 @@
 """The pipeline-parallel targets of distbp.bench, on a 2-core machine with 1 BLAS thread per rank.
 
     python benchmarks/pipeline.py [--rounds 5] [--steps 20] [--only bubble,memory,throughput]
-                                  [--schedules 1f1b,1f1b-split] [--bubble-schedules 1f1b,1f1b-slack] [--json]
+                                  [--schedules 1f1b,1f1b-split] [--partitions parameters,balanced]
+                                  [--bubble-schedules 1f1b,1f1b-slack] [--json]
 
 bubble      2 stages of a balanced MLP (1536-1024-1024-1024-1024, batch 256, 1F1B): each stage's
             measured share of the step blocked in receives, for m = 1, 2, 4, 8, 16, against the
@@ -10,8 +11,10 @@ bubble      2 stages of a balanced MLP (1536-1024-1024-1024-1024, batch 256, 1F1
             more warm-up forward on stage 0, which absorbs the ranks' step-to-step jitter).
 memory      stage 0's peak activation bytes at p = 2, m = 8, 1F1B against GPipe. Target: <= 1/3.
             Also 1f1b-split's, which holds every micro-batch's Linear inputs until the step's end.
-throughput  2 stages (m = 8, split by parameters) on MLP 784-2048-2048-2048-2048-10, batch 256,
-            with each of --schedules, against one process with one thread on the same batch. The
+throughput  2 stages (m = 8) on MLP 784-2048-2048-2048-2048-10, batch 256, with each of --schedules
+            and --partitions ("parameters" cuts after the second Linear: 41% and 59% of the work;
+            "balanced" cuts inside the third: 50% each), against one process with one thread on
+            the same batch. The
             runs alternate (one process, each pipeline, one process, ...), so a slow spell of a
             shared machine hits them alike; each figure is the median over rounds of the paired
             ratio. Target: >= 1.4x. Each round also times one process running the same 8
@@ -82,31 +85,35 @@ def run_memory(steps) -> dict:
             "ratio": ratio, "met": ratio <= 1 / 3}
 
 
-def run_throughput(rounds, steps, schedules) -> dict:
-    one, two, bubbles, cut = [], {s: [] for s in schedules}, {s: [] for s in schedules}, {s: [] for s in schedules}
+def run_throughput(rounds, steps, schedules, partitions) -> dict:
+    runs = [(s, part) for part in partitions for s in schedules]
+    one, two, bubbles, cut = [], {r: [] for r in runs}, {r: [] for r in runs}, {s: [] for s in schedules}
     for _ in range(rounds):
         single = bench("--sizes", BIG, "--batch-per-rank", "256", steps=steps)["samples_per_sec"]
         one.append(single)
-        for s in schedules:
-            pipe = pipeline(BIG, 8, s, "parameters", steps=steps)
-            two[s].append(pipe["samples_per_sec"])
-            bubbles[s].append(pipe["bubble_pct"])
+        for run in runs:
+            pipe = pipeline(BIG, 8, *run, steps=steps)
+            two[run].append(pipe["samples_per_sec"])
+            bubbles[run].append(pipe["bubble_pct"])
         for s in schedules:
             cut[s].append(bench("--sizes", BIG, "--batch-per-rank", "256", "--pipeline-stages", "1",
                                 "--micro-batches", "8", "--schedule", s, steps=steps)["samples_per_sec"] / single)
     out = {"one_process_samples_per_sec": one}
     print(f"throughput: one process {statistics.median(one):.0f} samples/s (median of {rounds})", flush=True)
     for s in schedules:
-        ratios = [p / o for p, o in zip(two[s], one)]
+        print(f"  one process running 8 micro-batches in turn ({s}): {statistics.median(cut[s]):.2f}x one process "
+              "with the whole batch", flush=True)
+        out[f"one_process_8_micro_batches_vs_1 {s}"] = cut[s]
+    for run in runs:
+        s, part = run
+        ratios = [p / o for p, o in zip(two[run], one)]
         ratio = statistics.median(ratios)
-        print(f"  {s:<10}: 2 stages {statistics.median(two[s]):.0f} samples/s, paired ratio median {ratio:.2f}x "
-              f"(range {min(ratios):.2f}-{max(ratios):.2f})  {'met' if ratio >= 1.4 else 'MISSED'} (>= 1.4x); "
-              f"bubble per stage (median) {[round(statistics.median(b[i] for b in bubbles[s]), 1) for i in range(2)]}%;"
-              f" one process with 8 micro-batches runs at {statistics.median(cut[s]):.2f}x one process with 1",
-              flush=True)
-        out[s] = {"pipeline_samples_per_sec": two[s], "ratios": ratios, "ratio_median": ratio,
-                  "one_process_8_micro_batches_vs_1": cut[s], "pipeline_bubble_pct": bubbles[s],
-                  "met": ratio >= 1.4}
+        print(f"  {s:<10} --partition {part:<10}: 2 stages {statistics.median(two[run]):.0f} samples/s, paired ratio "
+              f"median {ratio:.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})  "
+              f"{'met' if ratio >= 1.4 else 'MISSED'} (>= 1.4x); bubble per stage (median) "
+              f"{[round(statistics.median(b[i] for b in bubbles[run]), 1) for i in range(2)]}%", flush=True)
+        out[f"{s} {part}"] = {"pipeline_samples_per_sec": two[run], "ratios": ratios, "ratio_median": ratio,
+                              "pipeline_bubble_pct": bubbles[run], "met": ratio >= 1.4}
     return out
 
 
@@ -116,6 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per run")
     p.add_argument("--only", default="bubble,memory,throughput", help="comma-separated subset")
     p.add_argument("--schedules", default="1f1b,1f1b-split", help="the throughput figure's pipeline schedules")
+    p.add_argument("--partitions", default="parameters,balanced",
+                   help="the throughput figure's --partition methods (each run with every schedule)")
     p.add_argument("--bubble-schedules", default="1f1b,1f1b-slack", help="the bubble figure's pipeline schedules")
     p.add_argument("--bubble-micro-batches", default="1,2,4,8,16", help="the bubble figure's micro-batch counts")
     p.add_argument("--json", action="store_true", help="also print every figure as one JSON object")
@@ -127,7 +136,8 @@ def main(argv=None) -> int:
     if "memory" in parts:
         out["memory"] = run_memory(args.steps)
     if "throughput" in parts:
-        out["throughput"] = run_throughput(args.rounds, args.steps, args.schedules.split(","))
+        out["throughput"] = run_throughput(args.rounds, args.steps, args.schedules.split(","),
+                                           args.partitions.split(","))
     if args.json:
         print(json.dumps(out))
     return 0

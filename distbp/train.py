@@ -135,8 +135,9 @@ def run(cfg: TrainConfig, explicit: set = frozenset(), comm=None, model=None, da
         log.print(f"resumed from {ckpt.path} at step {trainer.global_step} (epoch {trainer.epoch + 1}, "
                   f"batch {trainer.position})")
     grid = trainer.grid
-    layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s), "
-              f"schedule {cfg.schedule}" if grid is not None else f"{comm.size} rank(s)")
+    layout = (f"{comm.size} rank(s) as {grid.num_stages} pipeline stages x {grid.dp_size} replica(s) "
+              f"(cut at {_cut_points(trainer.model.bounds)}), schedule {cfg.schedule}" if grid is not None
+              else f"{comm.size} rank(s)")
     if tp_grid is not None:   # the tensor axis named too: "... as [P pipeline stages x] T tensor-parallel shards x R"
         stages = f"{tp_grid.num_stages} pipeline stages x " if grid is not None else ""
         layout = (f"{comm.size} rank(s) as {stages}{tp_grid.tp_size} tensor-parallel shards x {tp_grid.dp_size} "
@@ -242,6 +243,11 @@ def validate(trainer: Trainer, control, log: RunLog, Xva, yva, data, cfg) -> Non
     if cfg.eval_every:
         lr = control.lr()
         log.print(f"step {trainer.global_step} val {describe(val, data.task)}" + (f" lr {lr:.4g}" if lr is not None else ""))
+
+
+def _cut_points(bounds) -> str:
+    """A pipeline's split points as --partition takes them: layer indices, i:k inside Linear i."""
+    return ",".join(f"{p[0]}:{p[1]}" if isinstance(p, tuple) else str(p) for _, p in bounds[:-1])
 
 
 def show_schedule(cfg: TrainConfig, comm) -> None:

@@ -143,7 +143,9 @@ def test_a_balanced_pipeline_resumes_on_one_process_and_another_cut_as_the_unbro
     # cutting elsewhere, then one process; adam, so the cut layer's moments move too
     assert main([*MLP, "--checkpoint-dir", str(tmp_path / "one")]) == 0
     mix = str(tmp_path / "mix")
-    _mpi_train(4, *MLP, "--checkpoint-dir", mix, "--steps", "9", "--pipeline-stages", "2", "--partition", "balanced")
+    out = _mpi_train(4, *MLP, "--checkpoint-dir", mix, "--steps", "9", "--pipeline-stages", "2", "--partition",
+                     "balanced").stdout
+    assert "4 rank(s) as 2 pipeline stages x 2 replica(s) (cut at 1:18)" in out    # 18 of the 24 features
     _mpi_train(3, *MLP, "--checkpoint-dir", mix, "--resume", "--steps", "18", "--pipeline-stages", "3",
                "--partition", "1:10,1:20", "--schedule", "1f1b-split")
     assert main([*MLP, "--checkpoint-dir", mix, "--resume", "--steps", "0"]) == 0
