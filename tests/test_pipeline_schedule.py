@@ -223,33 +223,42 @@ def test_format_schedules():
         format_schedules(schedules)
 
 
-# ----- the split schedule: backward = input gradients (B), weight gradients (W) at the end -----
+# ----- the split schedule: backward = input gradients (B), weight gradients (W) after -----
 
 @pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
-def test_split_1f1b_is_1f1b_then_every_weight_and_holds_all_micro_batches(num_stages, num_micro_batches):
-    for stage in range(num_stages):
-        split = build_schedule("1f1b-split", num_stages, num_micro_batches, stage)
-        m = num_micro_batches
-        assert split[:-m] == build_schedule("1f1b", num_stages, m, stage)
-        assert split[-m:] == [Action("weight", i) for i in range(m)]
+def test_split_1f1b_is_1f1b_with_every_weight_and_holds_all_micro_batches(num_stages, num_micro_batches):
+    p, m = num_stages, num_micro_batches
+    for stage in range(p):
+        split = build_schedule("1f1b-split", p, m, stage)
+        assert [a for a in split if a.op != "weight"] == build_schedule("1f1b", p, m, stage)
+        assert [a for a in split if a.op == "weight"] == [Action("weight", i) for i in range(m)]
         assert peak_in_flight(split) == m  # each micro-batch's Linear inputs wait for the weight actions
+        done = m - (p - 1)   # micro-batches the first stage has backwarded when its cool-down starts
+        if stage == 0 and p > 1 and done > 0:   # their W fills its first wait for a gradient
+            at = split.index(Action("recv_backward", done))
+            assert split[at - done:at] == [Action("weight", i) for i in range(done)]
+            assert split[-(m - done):] == [Action("weight", i) for i in range(done, m)]
+        else:
+            assert split[-m:] == [Action("weight", i) for i in range(m)]
 
 
 @pytest.mark.parametrize("num_stages,num_micro_batches", GRID)
 def test_split_1f1b_timeline(num_stages, num_micro_batches):
-    # F = B = W = 1: the 1F1B part takes 2(M + P - 1) on stage 0, which then runs its M weights last
+    # F = B = W = 1: the 1F1B part takes 2(M + P - 1) on stage 0; with all its W after it, stage 0
+    # would end last; the W it runs in its cool-down's first wait ends the step one unit sooner
     p, m = num_stages, num_micro_batches
     timeline = simulate_schedules(build_schedules("1f1b-split", p, m))
-    assert timeline.makespan == 2 * (m + p - 1) + m
-    assert timeline.bubble_fraction() == pytest.approx(2 * (p - 1) / (3 * m + 2 * (p - 1)), abs=1e-12)
+    filled = p > 1 and m >= p
+    assert timeline.makespan == 2 * (m + p - 1) + m - filled
+    assert timeline.bubble_fraction() == pytest.approx(1 - 3 * m / timeline.makespan, abs=1e-12)
 
 
 def test_split_format():
     assert format_schedules(build_schedules("1f1b-split", 2, 2)).splitlines() == [
-        "stage 0 | F0 F1 .  B0 .  B1 W0 W1",
-        "stage 1 | .  F0 B0 F1 B1 W0 W1 .",
+        "stage 0 | F0 F1 .  B0 W0 B1 W1",
+        "stage 1 | .  F0 B0 F1 B1 W0 W1",
         ("          F = forward (1 unit), B = input gradients (1 unit), W = weight gradients (1 unit), "
-        ". = idle; bubble 25.0%"),  # 2(P - 1) / (3M + 2(P - 1))
+         ". = idle; bubble 14.3%"),  # 1 - 3M / (2(M + P - 1) + M - 1)
     ]
 
 

@@ -2,7 +2,8 @@
 batch cut into micro-batches whose activations flow forward and gradients backward between
 neighbouring stages, composed with data parallelism (world = stages x replicas, see ProcessGrid).
 
-    partition       where to cut the model (equal layers, balanced parameters, or given points)
+    partition       where to cut the model (equal layers, balanced parameters, equal work, or given points)
+    LinearPiece     one stage's output features of a Linear cut between stages
     build_schedule  each stage's actions for one step ("gpipe", "1f1b"), checked by check_schedules
     PipelineStage   one rank's stage: runs its schedule, sums gradients over its replicas
 
@@ -19,8 +20,9 @@ from .schedule import (
     peak_in_flight,
     simulate_schedules,
 )
+from .split_linear import LinearPiece
 from .stage import PipelineStage, PipelineStats, PipelineStepResult
 
-__all__ = ["SCHEDULES", "Action", "PipelineStage", "PipelineStats", "PipelineStepResult", "ScheduleError",
+__all__ = ["SCHEDULES", "Action", "LinearPiece", "PipelineStage", "PipelineStats", "PipelineStepResult", "ScheduleError",
            "build_schedule", "build_schedules", "check_schedules", "format_schedules", "partition",
            "peak_in_flight", "simulate_schedules"]

@@ -13,7 +13,7 @@ A schedule is what one stage does in one training step, as a list of `Action(op,
 A split schedule ("1f1b-split") has a `weight` action for every micro-batch: its `backward` then
 computes input gradients only (what the previous stage waits for) and leaves the Linear layers'
 weight gradients to `weight`; the runtime runs each run of consecutive `weight` actions as one
-product per weight over all their micro-batches' rows.
+product per weight over all their micro-batches' rows (the first stage has two such runs).
 
 Sends are nonblocking (the runtime completes them at the end of the step, or before it reuses
 their buffer); receives block until the matching send was made. Messages match by neighbour,
@@ -122,13 +122,22 @@ def _one_f_one_b(num_stages: int, num_micro_batches: int, stage: int, slack: int
 
 def _one_f_one_b_split(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
     """1F1B whose backwards compute input gradients only (the B of zero-bubble pipelining), with
-    every micro-batch's weight gradients (W) at the end of the step, where the runtime computes
-    each weight's from all micro-batches' rows in one product. The stages' dependencies run
-    through B alone, so the step's critical path loses the W work of all but the slowest stage's
-    end; the cost is memory: each Linear's input and output gradient of every micro-batch are
-    held from its B to the end of the step."""
+    every micro-batch's weight gradients (W) after its B, where the runtime computes each weight's
+    from the rows of a run of micro-batches in one product. The stages' dependencies run through B
+    alone, so W leaves the critical path; the cost is memory: each Linear's input and output
+    gradient of every micro-batch are held from its B to its W.
+
+    Every stage but the first runs all its W at the end of the step. The first stage would idle in
+    its cool-down, waiting for the last gradients, and no stage waits on its B: it runs the W of the
+    micro-batches already backwarded in the first of those waits (ZB-H1's fill), and the rest at the
+    end, so two products per weight instead of one."""
     schedule = _one_f_one_b(num_stages, num_micro_batches, stage)
-    return schedule + [Action("weight", m) for m in range(num_micro_batches)]
+    done = num_micro_batches - min(num_stages - 1, num_micro_batches)  # backwarded before the cool-down
+    if stage != 0 or num_stages == 1 or done == 0:
+        return schedule + [Action("weight", m) for m in range(num_micro_batches)]
+    at = schedule.index(Action("recv_backward", done))
+    return (schedule[:at] + [Action("weight", m) for m in range(done)] + schedule[at:]
+            + [Action("weight", m) for m in range(done, num_micro_batches)])
 
 
 def _one_f_one_b_slack(num_stages: int, num_micro_batches: int, stage: int) -> list[Action]:
