@@ -3,6 +3,7 @@
     OPENBLAS_NUM_THREADS=1 mpiexec -n 2 python -m distbp.bench --model mlp --batch-per-rank 256 --json
     python -m distbp.bench --model cnn --steps 10           # world of one, no launcher
     mpiexec -n 2 python -m distbp.bench --pipeline-stages 2 --micro-batches 8 --schedule 1f1b
+    mpiexec -n 2 python -m distbp.bench --pipeline-stages 2 --schedule 1f1b-split --partition balanced
     mpiexec -n 2 python -m distbp.bench --tensor-parallel 2 --sizes 784,4096,4096,10 --threads 1
 
 Prints a table (or one JSON object with --json) with world_size, samples_per_sec (all ranks),
