@@ -117,7 +117,7 @@ def test_bench_reports_the_stats_of_every_stage(comm, capsys):
 def test_bench_pipeline_usage_errors_are_one_line(capsys):  # no MPI needed: parsing only
     from distbp import bench
     for argv, words in ((["--micro-batches", "9", "--batch-per-rank", "8"], "every micro-batch needs a sample"),
-                        (["--partition", "2,x"], "--partition must be"),
+                        (["--partition", "2,x"], "--partition '2,x': give uniform, parameters, balanced"),
                         (["--compare-bare"], "without --scaling or --compare-bare")):
         with pytest.raises(SystemExit):
             bench.parse_args(["--pipeline-stages", "1", *argv])
