@@ -39,7 +39,7 @@ _DTYPES = tuple(numpy.dtype(name) for name in (
 
 def tag(micro_batch: int, direction: str) -> int:
     """The tag of micro-batch `micro_batch`'s activation ("forward") or gradient ("backward").
-    Even; the header of the transfer uses the tag + 1."""
+    Even; the odd tag after it is left unused (reserved, so the limit of 8192 micro-batches stays)."""
     if direction not in _DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; expected 'forward' or 'backward'")
     if micro_batch < 0:
