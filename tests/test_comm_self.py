@@ -84,6 +84,21 @@ def test_checked_transfer_mismatch_names_both_sides_and_leaves_nothing_queued():
         c.irecv(np.empty(3), 0, t)
 
 
+def test_irecv_message_takes_the_next_message_whole_whatever_its_length():
+    c = SelfComm()
+    c.isend(np.arange(3, dtype=np.float64), 0, tag=4)
+    c.isend(np.ones(2, dtype=np.uint8), 0, tag=4)
+    first = c.irecv_message(0, 4).wait()
+    assert first.dtype == np.uint8 and first.shape == (24,)
+    np.testing.assert_array_equal(first.view(np.float64), [0, 1, 2])
+    np.testing.assert_array_equal(c.irecv_message(0, 4).wait(), [1, 1])
+    with pytest.raises(RuntimeError, match="no matching send"):
+        c.irecv_message(0, 4)
+    c.isend(np.ones(2, dtype=np.uint8), 0, tag=p2p.tag(0, "forward"))   # shorter than any header
+    with pytest.raises(ValueError, match=r"the message on tag 0 \(2 bytes\) is not from send_array"):
+        recv_array(c, (2,), np.uint8, 0, p2p.tag(0, "forward")).wait()
+
+
 def test_tags_are_distinct_even_and_bounded():
     tags = {p2p.tag(m, d) for m in range(100) for d in ("forward", "backward")}
     headers = {t + 1 for t in tags}

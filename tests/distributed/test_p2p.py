@@ -1,6 +1,6 @@
-"""Point-to-point: nonblocking ring exchanges against closed forms, checked transfers (p2p) whose
-mismatches raise on the receiver without hanging the sender, and a stage that never sends, named by
-the watchdog. In a world of one every rank's neighbour is itself."""
+"""Point-to-point: nonblocking ring exchanges against closed forms, whole messages of any length,
+checked transfers (p2p) whose mismatches raise on the receiver without hanging the sender, and a
+stage that never sends, named by the watchdog. In a world of one every rank's neighbour is itself."""
 import re
 
 import numpy as np
@@ -52,10 +52,28 @@ def test_checked_transfers_forward_then_backward_around_the_ring(comm):
 
 
 @pytest.mark.mpi
+def test_irecv_message_takes_whole_messages_of_any_length_in_order(comm):
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    lengths = [0, 7, 9000, 300_000]   # empty, eager and above MPICH's eager limit
+    sends = [comm.isend(np.full(k, (r + k) % 251, dtype=np.uint8), right, tag=6) for k in lengths]
+    for k in lengths:   # one tag: MPI keeps one sender's messages in order
+        got = comm.irecv_message(left, tag=6, what="a message").wait()
+        assert got.dtype == np.uint8 and got.shape == (k,)
+        np.testing.assert_array_equal(got, (left + k) % 251)
+    for req in sends:
+        req.wait()
+    comm.barrier()
+
+
+@pytest.mark.mpi
 @pytest.mark.parametrize("sent,expected", [
     ((np.float32, (4, 8)), (np.float64, (4, 8))),
     ((np.float64, (300, 299)), (np.float64, (300, 300))),  # large: the send completes only once received
-], ids=["dtype", "large-shape"])
+    ((np.float64, (300, 301)), (np.float64, (300, 300))),  # longer than expected: not truncated, named
+    ((np.float32, (8, 4)), (np.float32, (4, 8))),          # the same bytes in another shape
+    ((np.int32, (4, 8)), (np.float32, (4, 8))),            # the same bytes as another dtype
+], ids=["dtype", "large-shape", "longer", "same-bytes-shape", "same-bytes-dtype"])
 def test_mismatch_raises_on_the_receiver_naming_both_sides_and_the_sender_completes(comm, sent, expected):
     n, r = comm.size, comm.rank
     right, left = (r + 1) % n, (r - 1) % n
@@ -76,6 +94,36 @@ def test_mismatch_raises_on_the_receiver_naming_both_sides_and_the_sender_comple
 
 
 
+@pytest.mark.mpi
+def test_a_message_not_from_send_array_is_named_and_taken(comm):
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    t = p2p.tag(2, "backward")
+    send = comm.isend(np.ones(5), right, tag=t)
+    with pytest.raises(ValueError) as e:
+        recv_array(comm, (5,), np.float64, left, t, what="gradient of micro-batch 2").wait()
+    assert str(e.value) == (f"rank {r} expected gradient of micro-batch 2 from rank {left}, but the message on tag "
+                            f"{t} (40 bytes) is not from send_array: both sides must use send_array/recv_array")
+    send.wait()
+    again = send_array(comm, np.full(5, r, dtype=np.float64), right, t)
+    np.testing.assert_array_equal(recv_array(comm, (5,), np.float64, left, t).wait(), left)
+    again.wait()
+    comm.barrier()
+
+
+@pytest.mark.mpi
+def test_the_sent_array_may_change_once_send_array_returns(comm):
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    x = np.arange(50_000, dtype=np.float64) + r   # above the eager limit: still in flight below
+    send = send_array(comm, x, right, p2p.tag(0, "forward"))
+    x[:] = -1
+    got = recv_array(comm, (50_000,), np.float64, left, p2p.tag(0, "forward")).wait()
+    np.testing.assert_array_equal(got, np.arange(50_000) + left)
+    send.wait()
+    comm.barrier()
+
+
 @pytest.mark.skipif(not MPIEXEC.exists(), reason="mpiexec not installed next to python")
 def test_watchdog_names_a_stage_that_never_sends(tmp_path):
     # 2 replicas x 2 stages; stage 0 of replica 1 (world rank 2) stalls outside MPI and never sends
@@ -94,7 +142,7 @@ def test_watchdog_names_a_stage_that_never_sends(tmp_path):
     assert proc.returncode != 0
     assert took < 20, f"job took {took:.1f} s"
     assert re.search(r"distbp watchdog: rank 1 \(world rank 3\) waited \d+\.\d s \(timeout 1.5 s\) in "
-                     r"point-to-point irecv\(int64\[11\]\) from rank 0 tag 5 \[header of activation of micro-batch "
+                     r"point-to-point irecv\(a message of any length\) from rank 0 tag 4 \[activation of micro-batch "
                      r"1 from stage 0, expecting float64 \(4, 8\)\] at step 5, called from job.py:14", proc.stderr), \
         proc.stderr
     assert "  its peer: rank 0 (world rank 2)\n" in proc.stderr

@@ -159,6 +159,12 @@ class Communicator:
         bytes are not checked; `distbp.distributed.p2p` checks them). wait() returns the filled array."""
         raise NotImplementedError
 
+    def irecv_message(self, source: int, tag: int = 0, what: str | None = None) -> Request:
+        """Start receiving the next message from `source` on `tag`, whatever its length: wait()
+        returns its bytes (a uint8 array of the length sent), so a message longer or shorter than
+        expected is neither truncated nor half-filled, and is taken off the queue all the same."""
+        raise NotImplementedError
+
     def split(self, color: int, key: int | None = None) -> Communicator:
         """Sub-communicators: ranks with the same color form one, ordered by key (default rank)."""
         raise NotImplementedError

@@ -134,6 +134,9 @@ class DeviceComm(Communicator):
             return self.host.irecv(array, source, tag, what=what)
         return self._device_irecv(array, source, tag, what)
 
+    def irecv_message(self, source, tag=0, what=None):
+        return self.host.irecv_message(source, tag, what=what)  # bytes arrive in host memory
+
     def send(self, array, dest, tag=0, what=None):
         self.isend(array, dest, tag, what=what).wait()
 

@@ -45,6 +45,39 @@ class _MPIRequest(Request):
         return self.array
 
 
+class _ProbedRecv(Request):
+    """A receive of whatever message comes next from `source` on `tag`: it probes until one has
+    arrived, then takes it whole into a byte array of its length (MPI_Improbe, then MPI_Imrecv on
+    the matched message, which no other receive can take). `Test()` is what the watchdog's wait
+    loop calls."""
+
+    def __init__(self, comm: MPIComm, source, tag, record):
+        self.comm, self.source, self.tag, self.record = comm, source, tag, record
+        self.status = comm.MPI.Status()
+        self.array = self.request = None
+        self.done = False
+
+    def Test(self) -> bool:  # the name the watchdog calls, as on an mpi4py request
+        if self.request is None:
+            message = self.comm.comm.Improbe(self.source, self.tag, self.status)
+            if message is None:
+                return False
+            self.array = numpy.empty(self.status.Get_count(self.comm.MPI.BYTE), dtype=numpy.uint8)
+            self.request = message.Irecv(self.array)
+        return self.request.Test()
+
+    def test(self) -> bool:
+        if not self.done:
+            self.done = self.Test()
+        return self.done
+
+    def wait(self):
+        if not self.done:
+            self.comm.watchdog.wait(self, self.record)
+            self.done = True
+        return self.array
+
+
 def _host(array):
     """A contiguous host buffer for MPI, and whether it is a staging copy of a GPU array."""
     if isinstance(array, numpy.ndarray):
@@ -287,6 +320,10 @@ class MPIComm(Communicator):
         buf, staged = _host(array)
         rec = self.watchdog.begin("irecv", buf, collective=False, peer=source, tag=tag, what=what)
         return _MPIRequest(self, self.comm.Irecv(buf, source=source, tag=tag), rec, array, buf if staged else None)
+
+    def irecv_message(self, source, tag=0, what=None):
+        rec = self.watchdog.begin("irecv", None, collective=False, peer=source, tag=tag, what=what)
+        return _ProbedRecv(self, source, tag, rec)
 
     def send(self, array, dest, tag=0, what=None):
         buf, _ = _host(array)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy
+
 from ... import backend
 from .base import Communicator, _check_op, _Done
 
@@ -43,7 +45,7 @@ class SelfComm(Communicator):
         self._mailbox.setdefault(tag, deque()).append(backend.get_array_module(array).array(array, copy=True))
         return _Done(None)
 
-    def irecv(self, array, source, tag=0, what=None):
+    def _queue(self, source, tag, what) -> deque:
         label = f" ({what})" if what else ""
         if source != 0:
             raise RuntimeError(f"recv from rank {source}{label} in a world of one; launch with mpiexec -n "
@@ -53,6 +55,15 @@ class SelfComm(Communicator):
             raise RuntimeError(f"recv from rank 0 with tag {tag}{label} in a world of one has no matching send: "
                                "nothing was sent to this rank with that tag, and no other rank exists to send "
                                "it, so the receive could never complete; send before receiving")
+        return queue
+
+    def irecv_message(self, source, tag=0, what=None):
+        message = self._queue(source, tag, what).popleft()
+        return _Done(backend.to_numpy(message).reshape(-1).view(numpy.uint8))
+
+    def irecv(self, array, source, tag=0, what=None):
+        label = f" ({what})" if what else ""
+        queue = self._queue(source, tag, what)
         message = queue[0]
         if message.dtype != array.dtype or message.size != array.size:
             raise ValueError(f"recv with tag {tag}{label} into {array.dtype} {tuple(array.shape)} in a world of one, "

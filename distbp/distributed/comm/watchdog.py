@@ -76,6 +76,8 @@ class Record:
         where = f"{os.path.basename(self.site[0])}:{self.site[1]}"
         dtype = "object" if self.dtype is None else str(self.dtype)
         call = f"{self.op}({dtype}{list(self.shape)})"
+        if self.peer is not None and self.dtype is None:  # irecv_message: the length is the sender's
+            call = f"{self.op}(a message of any length)"
         if self.peer is None:
             return f"#{self.seq} {call} at step {self.step}, called from {where}"
         direction = "to" if "send" in self.op else "from"

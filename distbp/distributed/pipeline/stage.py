@@ -59,7 +59,7 @@ class PipelineStats:
     input included, parameters not); on a split schedule `weight_stash_bytes[m]` is what it then
     holds from its backward to its weight action (each Linear's input and output gradient);
     `peak_activation_bytes` is the most held at once, both kinds counted. Messages and bytes count
-    the sent activations and gradients (each also sends a small shape-and-dtype header)."""
+    the sent activations and gradients (each message also carries a 128-byte shape-and-dtype header)."""
     step_s: float = 0.0
     recv_wait_s: float = 0.0
     messages_sent: int = 0
@@ -279,7 +279,7 @@ class _Run:
         self.X, self.y, self.edges, self.lo = X, y, edges, lo
         self.step, self.global_batch = step, global_batch
         self.inputs, self.outputs, self.grads = {}, {}, {}
-        self.sends = []  # (request, array): the array must live until the send completes
+        self.sends = []  # requests of the sends in flight (each holds its message until it completes)
         self.loss_sum = 0.0
         self.stats, self.held = PipelineStats(), 0
         self.param_ids = {id(p.data) for p in stage.parameters()}
@@ -311,8 +311,7 @@ class _Run:
         self.stats.peak_activation_bytes = max(self.stats.peak_activation_bytes, self.held)
 
     def send_forward(self, m):
-        data = numpy.ascontiguousarray(self.outputs[m].data)
-        self._send(data, self.grid.next_rank, p2p.tag(m, "forward"),
+        self._send(self.outputs[m].data, self.grid.next_rank, p2p.tag(m, "forward"),
                    f"activation of micro-batch {m} to stage {self.grid.stage + 1}")
 
     def recv_backward(self, m):
@@ -353,18 +352,18 @@ class _Run:
 
     def send_backward(self, m):
         x = self.inputs.pop(m)
-        grad = numpy.zeros(x.shape, x.dtype) if x.grad is None else numpy.ascontiguousarray(x.grad)
+        grad = numpy.zeros(x.shape, x.dtype) if x.grad is None else x.grad
         self._send(grad, self.grid.prev_rank, p2p.tag(m, "backward"),
                    f"gradient of micro-batch {m} to stage {self.grid.stage - 1}")
 
     def _send(self, data, dest, tag, what):
-        self.sends = [(r, a) for r, a in self.sends if not r.test()]  # let finished sends free their arrays
-        self.sends.append((p2p.send_array(self.comm, data, dest, tag, what=what), data))
+        self.sends = [r for r in self.sends if not r.test()]  # let finished sends free their messages
+        self.sends.append(p2p.send_array(self.comm, data, dest, tag, what=what))  # data is copied: free now
         self.stats.messages_sent += 1
         self.stats.bytes_sent += data.nbytes
 
     def finish(self):
-        for request, _ in self.sends:
+        for request in self.sends:
             request.wait()
         self.sends = []
         if self.outputs or self.inputs or self.grads or self.stashes:
