@@ -98,7 +98,8 @@ ZERO_OPTIMIZERS = {"sgd-momentum": ["--optimizer", "sgd", "--momentum", "0.9", "
                    "adam": ["--optimizer", "adam", "--lr", "0.003"]}
 
 
-@pytest.mark.parametrize("grid", [["--pipeline-stages", "2"], ["--tensor-parallel", "2"]], ids=["pp2xdp2", "tp2xdp2"])
+@pytest.mark.parametrize("grid", [["--pipeline-stages", "2"], ["--pipeline-stages", "2", "--partition", "balanced"],
+                                  ["--tensor-parallel", "2"]], ids=["pp2xdp2", "pp2xdp2-cut-linear", "tp2xdp2"])
 @pytest.mark.parametrize("opt", ZERO_OPTIMIZERS)
 def test_zero_on_a_grid_gives_bitwise_the_same_grid_without_it(tmp_path, grid, opt):
     # 4 ranks: the optimizer state of each stage (or tensor shard) is sharded over its 2 replicas

@@ -20,13 +20,13 @@ def _piece_shapes(stage) -> dict:
             if isinstance(module, LinearPiece) for name, p in module.named_parameters()}
 
 
-def _merge_state(states: list, shapes: list) -> dict:
+def _merge_state(states: list, shape: tuple) -> dict:
     """One parameter's optimizer state from the stages that hold pieces of it, in stage order: the
     arrays of the piece's shape (momentum, moments) joined along the cut, the rest (step counts)
     the same on every stage."""
     merged = {}
     for key, value in states[0].items():
-        if getattr(value, "shape", None) == shapes[0]:
+        if getattr(value, "shape", None) == shape:
             merged[key] = numpy.concatenate([st[key] for st in states], axis=0)
         else:
             merged[key] = value
@@ -60,11 +60,11 @@ def gather_state(stage, optimizer_state, grid, model_state=None):
         for name, value in part.items():
             weights.setdefault(name, []).append(value)
         for name, st in (by_name or {}).items():
-            state_parts.setdefault(name, []).append((st, shapes.get(name)))
+            state_parts.setdefault(name, []).append((st, shapes.get(name)))  # shape: of this stage's rows
     weights = {name: v[0] if len(v) == 1 else numpy.concatenate(v, axis=0) for name, v in weights.items()}
     full = stage.full_parameter_names
     index = {name: i for i, name in enumerate(full)}
-    states = {index[name]: v[0][0] if len(v) == 1 else _merge_state([st for st, _ in v], [s for _, s in v])
+    states = {index[name]: v[0][0] if len(v) == 1 else _merge_state([st for st, _ in v], v[0][1])
               for name, v in state_parts.items()}
     group = next(g for _, _, g, _ in parts if g is not None)
     model_state = {k: weights[k] for k in stage.full_state_keys}
