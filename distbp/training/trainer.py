@@ -412,7 +412,8 @@ def pipeline_stage_for(cfg, model, comm, task: str, batch_sizes, grid: ProcessGr
         raise UsageError(f"--pipeline-stages {stages} runs on --device cpu only")
     dp = grid.dp_size if grid is not None else comm.size // stages
     method = partition_method(cfg.partition)
-    if grid is not None and grid.tp_size > 1 and (method == "balanced" or any(isinstance(p, tuple) for p in method)):
+    inside_a_linear = method == "balanced" or (isinstance(method, list) and any(isinstance(p, tuple) for p in method))
+    if grid is not None and grid.tp_size > 1 and inside_a_linear:
         raise UsageError(f"--partition {cfg.partition} cuts inside a Linear, which --tensor-parallel "
                          f"{grid.tp_size} already splits over its ranks; cut at layer boundaries (uniform, "
                          "parameters or layer indices)")
